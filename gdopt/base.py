@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Any, Callable, NamedTuple, Protocol, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,7 @@ def validation_disabled():
     finally:
         _VALIDATE.reset(token)
 
+
 Params = Any
 """A pytree of floating-point arrays."""
 Updates = Any
@@ -77,7 +79,7 @@ OptState = Any
 """A pytree of arrays (usually NamedTuples)."""
 Schedule = Callable[[jax.Array], Any]
 """A pure function ``count -> value`` (``count`` is the int32 step counter starting at 0)."""
-ScalarOrSchedule = Union[float, int, jax.Array, np.ndarray, Schedule]
+ScalarOrSchedule = float | int | jax.Array | np.ndarray | Schedule
 
 
 class TransformInitFn(Protocol):
@@ -107,8 +109,8 @@ class GradientTransformation(NamedTuple):
     >>> params = {"w": jnp.array([1.0, 2.0])}
     >>> state = opt.init(params)
     >>> updates, state = opt.update({"w": jnp.array([1.0, 1.0])}, state, params)
-    >>> gdopt.apply_updates(params, updates)["w"].tolist()
-    [0.8999999761581543, 1.899999976158142]
+    >>> [round(x, 6) for x in gdopt.apply_updates(params, updates)["w"].tolist()]
+    [0.9, 1.9]
     """
 
     init: TransformInitFn

@@ -57,7 +57,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
                 "pass the state that this chain's init returned."
             )
         new_state = []
-        for t, s in zip(transforms, state):
+        for t, s in zip(transforms, state, strict=False):
             updates, s = t.update(updates, s, params, **extra)
             new_state.append(s)
         return updates, tuple(new_state)
@@ -93,7 +93,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
 
     def select(tree, flags):
         leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: x is None)
-        return treedef.unflatten([x if f else None for x, f in zip(leaves, flags)])
+        return treedef.unflatten([x if f else None for x, f in zip(leaves, flags, strict=False)])
 
     def init(params):
         flags = mask_leaves(mask, params)
@@ -107,7 +107,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         )
         leaves, treedef = jax.tree.flatten(updates, is_leaf=lambda x: x is None)
         sub_leaves = treedef.flatten_up_to(new_sub)
-        out = [n if f else u for u, n, f in zip(leaves, sub_leaves, flags)]
+        out = [n if f else u for u, n, f in zip(leaves, sub_leaves, flags, strict=False)]
         return treedef.unflatten(out), MaskedState(inner_state=inner_state)
 
     return GradientTransformation(init, update)

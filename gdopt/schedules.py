@@ -7,7 +7,7 @@ schedule here is jit- and vmap-friendly: it uses ``jnp`` only, never Python cont
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
 
@@ -163,7 +163,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     def schedule(count):
         count = jnp.asarray(count)
         out = schedules[0](count)
-        for boundary, sched in zip(boundaries, schedules[1:]):
+        for boundary, sched in zip(boundaries, schedules[1:], strict=False):
             out = jnp.where(count < boundary, out, sched(count - boundary))
         return out
 
@@ -226,4 +226,3 @@ def piecewise_constant_schedule(
         return value
 
     return schedule
-

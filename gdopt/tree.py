@@ -7,7 +7,8 @@ treated as empty subtrees by ``jax.tree``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -218,7 +219,7 @@ def check_same_structure(
             f"  {na}: {sa}\n  {nb}: {sb}"
         )
     if check_shapes:
-        for (path, x), y in zip(tree_leaves_with_path(a), jax.tree.leaves(b)):
+        for (path, x), y in zip(tree_leaves_with_path(a), jax.tree.leaves(b), strict=False):
             if x is None or y is None:
                 continue
             if np.shape(x) != np.shape(y):
@@ -277,7 +278,9 @@ def mask_leaves(mask: Any, tree: PyTree, name: str = "mask") -> list[bool]:
         return [bool(mask)] * len(leaves)
     try:
         full = jax.tree.map(
-            lambda m, sub: jax.tree.map(lambda _: m, sub, is_leaf=is_none), mask, tree,
+            lambda m, sub: jax.tree.map(lambda _: m, sub, is_leaf=is_none),
+            mask,
+            tree,
             is_leaf=is_none,
         )
         flags = treedef.flatten_up_to(full)
@@ -285,7 +288,7 @@ def mask_leaves(mask: Any, tree: PyTree, name: str = "mask") -> list[bool]:
         check_same_structure(mask, tree, (name, "params"), check_shapes=False)
         raise
     out = []
-    for (path, _), f in zip(tree_leaves_with_path(tree, is_leaf=is_none), flags):
+    for (path, _), f in zip(tree_leaves_with_path(tree, is_leaf=is_none), flags, strict=False):
         if isinstance(f, jax.core.Tracer) or not isinstance(f, (bool, np.bool_)):
             if not (hasattr(f, "dtype") and np.shape(f) == () and f.dtype == bool):
                 raise TypeError(

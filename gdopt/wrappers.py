@@ -9,7 +9,8 @@ with it.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,9 @@ def with_hyperparams(
         values = values_at(count)
         with validation_disabled():
             inner = build(**values)
-        return InjectHyperparamsState(count=count, hyperparams=values, inner_state=inner.init(params))
+        return InjectHyperparamsState(
+            count=count, hyperparams=values, inner_state=inner.init(params)
+        )
 
     def update(updates, state, params=None, **extra):
         if check_params and params is not None:
@@ -169,9 +172,7 @@ def inject_hyperparams(
         for name, param in sig.parameters.items():
             if param.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
                 arguments.update(arguments.pop(name))
-        hyper = {
-            k: v for k, v in arguments.items() if k not in static_args and _is_hyperparam(v)
-        }
+        hyper = {k: v for k, v in arguments.items() if k not in static_args and _is_hyperparam(v)}
         static = {k: v for k, v in arguments.items() if k not in hyper}
         return with_hyperparams(
             lambda **values: factory(**static, **values),
@@ -252,6 +253,4 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
                 hp[k] = jnp.asarray(v, dtype=hp[k].dtype).reshape(jnp.shape(hp[k]))
         return node._replace(hyperparams=hp)
 
-    return jax.tree.map(
-        replace, state, is_leaf=lambda x: isinstance(x, InjectHyperparamsState)
-    )
+    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, InjectHyperparamsState))

@@ -1,6 +1,8 @@
 """The named optimizers, each a thin chain of transforms with its hyperparameters in state."""
 
-from gdopt.optimizers._core import *  # noqa: F403
-from gdopt.optimizers._core import __all__ as _core_all
+from gdopt.optimizers import _adaptive, _core, _modern
+from gdopt.optimizers._adaptive import *
+from gdopt.optimizers._core import *
+from gdopt.optimizers._modern import *
 
-__all__ = list(_core_all)
+__all__ = [*_core.__all__, *_adaptive.__all__, *_modern.__all__]

@@ -103,8 +103,8 @@ def momentum(
     """SGD with heavy-ball momentum: ``sgd(learning_rate, momentum, nesterov)``.
 
     >>> import gdopt
-    >>> gdopt.get_hyperparams(gdopt.momentum(0.1).init({"w": 0.0}))["momentum"].item()
-    0.8999999761581543
+    >>> round(gdopt.get_hyperparams(gdopt.momentum(0.1).init({"w": 0.0}))["momentum"].item(), 6)
+    0.9
     """
     return sgd(learning_rate, momentum=momentum, nesterov=nesterov)
 
@@ -160,7 +160,9 @@ def adam(
         )
 
     scale_by_adam(b1, b2, eps, eps_root)  # validates the concrete values now
-    return named_optimizer(build, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    return named_optimizer(
+        build, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root
+    )
 
 
 def adamw(

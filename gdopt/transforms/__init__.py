@@ -1,6 +1,20 @@
-"""Single-purpose gradient transformations (the building blocks of every optimizer)."""
+"""Single-purpose gradient transformations (the building blocks of every optimizer).
 
-from gdopt.transforms._core import *  # noqa: F403
-from gdopt.transforms._core import __all__ as _core_all
+One module per family; each defines ``__all__`` and everything in it is re-exported here and
+at the top level of :mod:`gdopt`.
+"""
 
-__all__ = list(_core_all)
+from gdopt.transforms import _adaptive, _clipping, _constraints, _core, _modern
+from gdopt.transforms._adaptive import *
+from gdopt.transforms._clipping import *
+from gdopt.transforms._constraints import *
+from gdopt.transforms._core import *
+from gdopt.transforms._modern import *
+
+__all__ = [
+    *_core.__all__,
+    *_adaptive.__all__,
+    *_modern.__all__,
+    *_clipping.__all__,
+    *_constraints.__all__,
+]

@@ -11,7 +11,8 @@ dtypes never change across steps (``lax.scan`` and ``lax.cond`` need that).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +23,8 @@ from gdopt.base import (
     ScalarOrSchedule,
     Schedule,
     check_decay,
-    check_nonnegative,
     check_learning_rate,
+    check_nonnegative,
     check_scalar,
     safe_increment,
 )
@@ -101,9 +102,9 @@ def map_leaves(fn: Callable[..., tuple], n_out: int, first: Any, *rest: Any) -> 
     leaves, treedef = jax.tree.flatten(first, is_leaf=lambda x: x is None)
     others = [treedef.flatten_up_to(t) for t in rest]
     outs: list[list[Any]] = [[] for _ in range(n_out)]
-    for xs in zip(leaves, *others):
+    for xs in zip(leaves, *others, strict=False):
         res = (None,) * n_out if xs[0] is None else fn(*xs)
-        for o, r in zip(outs, res):
+        for o, r in zip(outs, res, strict=False):
             o.append(r)
     return tuple(treedef.unflatten(o) for o in outs)
 
@@ -612,7 +613,7 @@ def add_decayed_weights(
         p_leaves = treedef.flatten_up_to(params)
         out = [
             u if (u is None or not f) else (u + weight_decay * p).astype(u.dtype)
-            for u, p, f in zip(leaves, p_leaves, flags)
+            for u, p, f in zip(leaves, p_leaves, flags, strict=False)
         ]
         return treedef.unflatten(out), state
 
