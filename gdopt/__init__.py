@@ -5,12 +5,13 @@ models and losses are pure functions of a parameter pytree; :func:`fit` compiles
 training epochs. See README.md for a tour.
 """
 
-from gdopt import tree
-from gdopt.base import *  # noqa: F403
-from gdopt.combinators import *  # noqa: F403
-from gdopt.optimizers import *  # noqa: F403
-from gdopt.schedules import *  # noqa: F403
-from gdopt.transforms import *  # noqa: F403
-from gdopt.wrappers import *  # noqa: F403
+from gdopt import batching, data, losses, models, problems, tree
+from gdopt.base import *
+from gdopt.combinators import *
+from gdopt.engine import *
+from gdopt.optimizers import *
+from gdopt.schedules import *
+from gdopt.transforms import *
+from gdopt.wrappers import *
 
 __version__ = "0.1.0"
