@@ -1,0 +1,1 @@
+"""Small datasets bundled with gdopt (read through :mod:`gdopt.data`)."""
