@@ -55,9 +55,10 @@ def make_step(
     """Build one training step: gradient, optimizer update and parameter update.
 
     The step computes ``loss, grads = jax.value_and_grad(loss_fn)(params, batch)``, then
-    ``updates, opt_state = optimizer.update(grads, opt_state, params, value=loss, **extra)``
-    (``value`` serves optimizers that use the loss, e.g. Polyak step sizes; transforms that
-    do not need it ignore it) and ``params = apply_updates(params, updates)``.
+    ``updates, opt_state = optimizer.update(grads, opt_state, params, value=loss, grad=grads,
+    value_fn=lambda p: loss_fn(p, batch), **extra)`` (``value`` serves optimizers that use the
+    loss, e.g. Polyak step sizes; ``grad``/``value_fn`` serve line searches and L-BFGS, which
+    re-evaluate the loss on the same batch; transforms that do not need them ignore them) and ``params = apply_updates(params, updates)``.
 
     With ``jit=True`` the step is compiled with ``jax.jit``; calls with the same shapes and
     dtypes reuse the compiled program. With ``donate=True`` (the default) the buffers of
@@ -101,7 +102,10 @@ def make_step(
             (loss, aux), grads = grad_fn(params, batch)
         else:
             loss, grads = grad_fn(params, batch)
-        updates, opt_state = optimizer.update(grads, opt_state, params, **{"value": loss, **extra})
+        extras = {"value": loss, "grad": grads, "value_fn": lambda p: loss_fn(p, batch), **extra}
+        if has_aux:
+            extras["value_fn"] = lambda p: loss_fn(p, batch)[0]
+        updates, opt_state = optimizer.update(grads, opt_state, params, **extras)
         params = apply_updates(params, updates)
         if has_aux:
             return params, opt_state, loss, aux
@@ -228,7 +232,9 @@ def make_train_fn(
     Each epoch draws its batches with :func:`gdopt.batching.epoch_batches` using the key
     ``jax.random.fold_in(key, state.epoch)`` (so running 10 epochs at once or 5 + 5 gives the
     same result) and runs ``lax.scan`` over them. Per step: ``jax.value_and_grad``, then
-    ``optimizer.update(grads, opt_state, params, value=loss)`` and ``apply_updates``. A step
+    ``optimizer.update(grads, opt_state, params, value=loss, grad=grads, value_fn=...)`` (the
+    loss on the same batch as a function of the params, for line searches) and
+    ``apply_updates``. A step
     whose loss or new parameters are not finite is not applied (a ``jnp.where`` select keeps
     the last finite params and state), ``state.diverged`` is raised with the epoch and step,
     and nothing changes afterwards. With ``tol``, ``state.converged`` is raised after
@@ -279,7 +285,14 @@ def make_train_fn(
 
     def step(s: FitState, batch: Any) -> tuple[FitState, tuple[jax.Array, jax.Array]]:
         loss, grads = grad_fn(s.params, batch)
-        updates, new_opt_state = optimizer.update(grads, s.opt_state, s.params, value=loss)
+        updates, new_opt_state = optimizer.update(
+            grads,
+            s.opt_state,
+            s.params,
+            value=loss,
+            grad=grads,
+            value_fn=lambda p: loss_fn(p, batch),
+        )
         new_params = apply_updates(s.params, updates)
         finite = jnp.isfinite(loss) & tree_all_finite(new_params)
         ok = finite & ~s.diverged

@@ -21,6 +21,7 @@ from gdopt.base import (
 )
 from gdopt.combinators import chain
 from gdopt.transforms._core import (
+    _elementwise,
     add_decayed_weights,
     scale_by_adam,
     scale_by_learning_rate,
@@ -94,7 +95,7 @@ def sgd(
             scale_by_learning_rate(learning_rate),
         )
 
-    return named_optimizer(build, learning_rate=learning_rate, momentum=momentum)
+    return _elementwise(named_optimizer(build, learning_rate=learning_rate, momentum=momentum))
 
 
 def momentum(
@@ -160,8 +161,10 @@ def adam(
         )
 
     scale_by_adam(b1, b2, eps, eps_root)  # validates the concrete values now
-    return named_optimizer(
-        build, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root
+    return _elementwise(
+        named_optimizer(
+            build, learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root
+        )
     )
 
 
@@ -213,7 +216,7 @@ def adamw(
             scale_by_learning_rate(learning_rate),
         )
 
-    return named_optimizer(
+    opt = named_optimizer(
         build,
         learning_rate=learning_rate,
         b1=b1,
@@ -222,6 +225,8 @@ def adamw(
         eps_root=eps_root,
         weight_decay=weight_decay,
     )
+    # with a mask the decay depends on the leaf, so it is elementwise only without one
+    return _elementwise(opt) if mask is None or isinstance(mask, bool) else opt
 
 
 def rmsprop(
@@ -278,13 +283,15 @@ def rmsprop(
             trace(momentum, nesterov) if momentum is not None else identity(),
         )
 
-    return named_optimizer(
-        build,
-        learning_rate=learning_rate,
-        decay=decay,
-        eps=eps,
-        initial_scale=initial_scale,
-        momentum=momentum,
+    return _elementwise(
+        named_optimizer(
+            build,
+            learning_rate=learning_rate,
+            decay=decay,
+            eps=eps,
+            initial_scale=initial_scale,
+            momentum=momentum,
+        )
     )
 
 
@@ -324,9 +331,11 @@ def adagrad(
             scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate)
         )
 
-    return named_optimizer(
-        build,
-        learning_rate=learning_rate,
-        initial_accumulator_value=initial_accumulator_value,
-        eps=eps,
+    return _elementwise(
+        named_optimizer(
+            build,
+            learning_rate=learning_rate,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+        )
     )

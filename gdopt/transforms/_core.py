@@ -54,6 +54,8 @@ __all__ = [
     "bias_correction",
     "abs_sq",
     "map_leaves",
+    "mark_elementwise",
+    "is_elementwise",
 ]
 
 
@@ -109,6 +111,62 @@ def map_leaves(fn: Callable[..., tuple], n_out: int, first: Any, *rest: Any) -> 
     return tuple(treedef.unflatten(o) for o in outs)
 
 
+_ELEMENTWISE_ATTR = "__gdopt_elementwise__"
+
+
+def mark_elementwise(transform: GradientTransformation) -> GradientTransformation:
+    """Declare that ``transform`` acts coordinate by coordinate.
+
+    A transformation is elementwise when the update (and new state) at each coordinate
+    depends only on that coordinate's update, state and parameter and on scalars (step count,
+    hyperparameters): then running it on parameters packed into one flat buffer
+    (:mod:`gdopt.packing`) gives exactly the numbers it gives leaf by leaf. Per-leaf norms,
+    masks or partitions by leaf, reshapes and random noise are not elementwise. The marker
+    lives on the returned transformation's ``update`` function (the pair keeps its two
+    fields); gdopt's packed execution checks it by tracing before relying on it.
+
+    Args:
+      transform: the transformation to mark (it is not modified).
+
+    Returns:
+      An equivalent transformation that carries the marker.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> t = gdopt.GradientTransformation(lambda p: (), lambda u, s, p=None, **kw: (u, s))
+    >>> is_elementwise(t), is_elementwise(mark_elementwise(t))
+    (False, True)
+    """
+    if not (hasattr(transform, "init") and hasattr(transform, "update")):
+        raise TypeError(
+            f"mark_elementwise expects a GradientTransformation, got {type(transform).__name__}."
+        )
+    inner = transform.update
+
+    def update(updates, state, params=None, **extra):
+        return inner(updates, state, params, **extra)
+
+    return _elementwise(GradientTransformation(transform.init, update))
+
+
+def is_elementwise(transform: GradientTransformation) -> bool:
+    """True when ``transform`` carries the elementwise marker (see :func:`mark_elementwise`).
+
+    Every elementwise transformation and named optimizer of gdopt is marked (``adamw`` only
+    without a ``mask``); a transformation without the marker counts as not elementwise.
+
+    >>> import gdopt
+    >>> is_elementwise(gdopt.adam(1e-3)), is_elementwise(gdopt.adamw(1e-3, mask=lambda p: p))
+    (True, False)
+    """
+    return bool(getattr(getattr(transform, "update", None), _ELEMENTWISE_ATTR, False))
+
+
+def _elementwise(transform: GradientTransformation) -> GradientTransformation:
+    """Set the marker on a transformation whose ``update`` was just created (not shared)."""
+    setattr(transform.update, _ELEMENTWISE_ATTR, True)
+    return transform
+
+
 # ----------------------------------------------------------------------------- scaling
 
 
@@ -136,7 +194,7 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
         del params, extra
         return _map(lambda u: _like(step_size * u, u), updates), state
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -168,7 +226,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         updates = _map(lambda u: _like(step * u, u), updates)
         return updates, ScaleByScheduleState(count=safe_increment(state.count))
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 def scale_by_learning_rate(
@@ -246,7 +304,7 @@ def trace(
         new_trace = _map(_like, new_trace, state.trace)
         return out, TraceState(trace=new_trace)
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 class EmaState(NamedTuple):
@@ -284,7 +342,7 @@ def ema(
         out = _map(_like, out, updates)
         return out, EmaState(count=count, ema=_map(_like, new, state.ema))
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 # ----------------------------------------------------------------------------- Adam
@@ -371,7 +429,7 @@ def scale_by_adam(
         nu = _map(_like, nu, state.nu)
         return u, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 # ----------------------------------------------------------------------------- RMS family
@@ -451,7 +509,7 @@ def scale_by_rms(
             return u, ScaleByRmsWithCountState(count=count, nu=nu)
         return u, ScaleByRmsState(nu=nu)
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 def _bias(moment, decay, count):
@@ -523,7 +581,7 @@ def scale_by_stddev(
         nu = _map(_like, nu, state.nu)
         return u, ScaleByStddevState(count=count, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 class ScaleByRssState(NamedTuple):
@@ -567,7 +625,7 @@ def scale_by_rss(
         u, sos = map_leaves(leaf, 2, updates, state.sum_of_squares)
         return u, ScaleByRssState(sum_of_squares=_map(_like, sos, state.sum_of_squares))
 
-    return GradientTransformation(init, update)
+    return _elementwise(GradientTransformation(init, update))
 
 
 # ----------------------------------------------------------------------------- weight decay
@@ -617,4 +675,6 @@ def add_decayed_weights(
         ]
         return treedef.unflatten(out), state
 
-    return GradientTransformation(init, update)
+    out = GradientTransformation(init, update)
+    # with a mask the decay depends on which leaf a coordinate belongs to
+    return _elementwise(out) if mask is None or isinstance(mask, bool) else out
