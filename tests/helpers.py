@@ -7,6 +7,7 @@ feedback loop, and compare every step of the parameter trajectory.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +27,19 @@ def make_params(seed: int = 0) -> dict:
 
 
 def gradient_sequence(params: Any, steps: int = 100, seed: int = 1, scale: float = 1.0) -> list:
-    """``steps`` pseudo-random gradients with the structure of ``params`` (fixed keys)."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), steps)
+    """``steps`` pseudo-random gradients with the structure of ``params`` (fixed keys).
+
+    Memoized on the params' structure and shapes: many test modules use the same sequence.
+    """
     leaves, treedef = jax.tree.flatten(params)
+    shapes = tuple(tuple(jnp.shape(x)) for x in leaves)
+    return list(_gradient_sequence(treedef, shapes, steps, seed, scale))
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient_sequence(treedef, shapes, steps, seed, scale) -> tuple:
+    keys = jax.random.split(jax.random.PRNGKey(seed), steps)
+    leaves = [jnp.zeros(s) for s in shapes]
     out = []
     for k in keys:
         ks = jax.random.split(k, len(leaves))
@@ -37,7 +48,7 @@ def gradient_sequence(params: Any, steps: int = 100, seed: int = 1, scale: float
                 [scale * jax.random.normal(kk, jnp.shape(x)) for kk, x in zip(ks, leaves)]
             )
         )
-    return out
+    return tuple(out)
 
 
 def run_trajectory(

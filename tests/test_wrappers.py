@@ -1,0 +1,273 @@
+"""Wrappers: apply_if_finite, accumulate / MultiSteps, lookahead, ema_params and the
+hyperparameters-in-state helpers, against optax and hand computations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gdopt
+from gdopt.tree import tree_bytes
+from tests.helpers import assert_trajectories_close, gradient_sequence, make_params, run_trajectory
+
+PARAMS = make_params()
+GRADS = gradient_sequence(PARAMS, steps=100)
+
+
+def _with_nans(grads, steps, leaf=("dense", "b")):
+    out = [jax.tree.map(lambda x: x, g) for g in grads]
+    for i in steps:
+        out[i][leaf[0]][leaf[1]] = out[i][leaf[0]][leaf[1]].at[0].set(jnp.nan)
+    return out
+
+
+# ----------------------------------------------------------------------------- apply_if_finite
+
+
+def test_apply_if_finite_parity_with_skipped_steps():
+    grads = _with_nans(GRADS, [5, 10, 11, 40, 41, 70])
+    ours = gdopt.apply_if_finite(gdopt.adam(0.01), max_consecutive_errors=2)
+    ref = optax.apply_if_finite(optax.adam(0.01), max_consecutive_errors=2)
+    traj = run_trajectory(ours, PARAMS, grads)
+    assert_trajectories_close(traj, run_trajectory(ref, PARAMS, grads))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(traj[-1]))
+    # a skipped step leaves the params where they were
+    np.testing.assert_array_equal(traj[5]["dense"]["w"], traj[4]["dense"]["w"])
+
+
+def test_apply_if_finite_counters_and_giving_up():
+    grads = _with_nans(GRADS[:12], [2, 5, 6, 7, 8])
+    ours = gdopt.apply_if_finite(gdopt.sgd(0.1, momentum=0.9), max_consecutive_errors=2)
+    ref = optax.apply_if_finite(optax.sgd(0.1, momentum=0.9), max_consecutive_errors=2)
+    a, b = ours.init(PARAMS), ref.init(PARAMS)
+    up_a, up_b = jax.jit(ours.update), jax.jit(ref.update)
+    history = []
+    for i, g in enumerate(grads):
+        ua, a = up_a(g, a, PARAMS)
+        ub, b = up_b(g, b, PARAMS)
+        for field in ("notfinite_count", "last_finite", "total_notfinite"):
+            assert int(getattr(a, field)) == int(getattr(b, field)), (i, field)
+        history.append(int(a.notfinite_count))
+        if i == 2:  # skipped: zero update, momentum buffer untouched
+            assert all(float(jnp.max(jnp.abs(x))) == 0 for x in jax.tree.leaves(ua))
+    assert history == [0, 0, 1, 0, 0, 1, 2, 3, 4, 0, 0, 0]
+    assert int(a.total_notfinite) == 5
+    # from the 3rd consecutive NaN on the update is applied, so the momentum is poisoned
+    assert not bool(jnp.all(jnp.isfinite(a.inner_state.inner_state[0].trace["dense"]["b"])))
+
+
+def test_apply_if_finite_validation():
+    with pytest.raises(ValueError, match="max_consecutive_errors"):
+        gdopt.apply_if_finite(gdopt.sgd(0.1), -1)
+    with pytest.raises(TypeError, match="max_consecutive_errors"):
+        gdopt.apply_if_finite(gdopt.sgd(0.1), 1.5)
+    with pytest.raises(TypeError, match="inner"):
+        gdopt.apply_if_finite(gdopt.sgd, 3)
+
+
+# ----------------------------------------------------------------------------- accumulate
+
+
+@pytest.mark.parametrize("k,mean", [(3, True), (lambda step: jnp.where(step < 5, 2, 5), False)])
+def test_accumulate_parity_with_multisteps(k, mean):
+    ours = gdopt.accumulate(gdopt.adam(0.01), k, use_grad_mean=mean)
+    ref = optax.MultiSteps(optax.adam(0.01), k, use_grad_mean=mean).gradient_transformation()
+    assert_trajectories_close(
+        run_trajectory(ours, PARAMS, GRADS), run_trajectory(ref, PARAMS, GRADS)
+    )
+
+
+def test_accumulate_equals_one_step_with_the_mean_gradient():
+    k = 4
+    ours = gdopt.accumulate(gdopt.adam(0.05), k)
+    traj = run_trajectory(ours, PARAMS, GRADS[:40])
+    means = [jax.tree.map(lambda *gs: sum(gs) / k, *GRADS[i : i + k]) for i in range(0, 40, k)]
+    big = run_trajectory(gdopt.adam(0.05), PARAMS, means)
+    assert_trajectories_close(traj[k - 1 :: k], big)
+    # the micro-steps in between do not move the params
+    for i in range(40):
+        if i % k != k - 1:
+            before = PARAMS if i < k else traj[(i // k) * k - 1]
+            for a, b in zip(jax.tree.leaves(traj[i]), jax.tree.leaves(before)):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_accumulate_keeps_exactly_one_accumulator():
+    inner = gdopt.adam(0.01)
+    state = gdopt.accumulate(inner, 8).init(PARAMS)
+    assert tree_bytes(state) == tree_bytes(inner.init(PARAMS)) + tree_bytes(PARAMS) + 2 * 4
+    assert jax.tree.structure(state.acc_grads) == jax.tree.structure(PARAMS)
+    # bfloat16 params accumulate in float32, and keep that dtype across steps
+    p16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
+    t = gdopt.accumulate(gdopt.sgd(0.1), 2)
+    s = t.init(p16)
+    g16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), GRADS[0])
+    u, s2 = jax.jit(t.update)(g16, s, p16)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(s2.acc_grads))
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(u))
+
+
+def test_accumulate_skip_and_multisteps_class():
+    def skip_not_finite(updates, gradient_step, params):
+        del gradient_step, params
+        return jnp.logical_not(gdopt.tree.tree_all_finite(updates)), ()
+
+    grads = _with_nans(GRADS[:20], [4, 9])
+    clean = [g for i, g in enumerate(grads) if i not in (4, 9)]
+    ms = gdopt.MultiSteps(gdopt.sgd(0.1), 3, should_skip_update_fn=skip_not_finite)
+    traj = run_trajectory(ms.gradient_transformation(), PARAMS, grads)
+    ref = run_trajectory(gdopt.accumulate(gdopt.sgd(0.1), 3), PARAMS, clean)
+    assert_trajectories_close([p for i, p in enumerate(traj) if i not in (4, 9)], ref)
+    s = ms.init(PARAMS)
+    flags = []
+    update = jax.jit(ms.update)
+    for g in GRADS[:6]:
+        _, s = update(g, s, PARAMS)
+        flags.append(bool(ms.has_updated(s)))
+    assert flags == [False, False, True, False, False, True]
+    assert ms.inner_opt is not None and int(s.gradient_step) == 2
+
+
+def test_accumulate_validation():
+    with pytest.raises(ValueError, match="every_k_schedule"):
+        gdopt.accumulate(gdopt.sgd(0.1), 0)
+    with pytest.raises(TypeError, match="every_k_schedule"):
+        gdopt.accumulate(gdopt.sgd(0.1), 2.5)
+    bad = gdopt.accumulate(gdopt.sgd(0.1), 2, should_skip_update_fn=lambda u, s, p: (1, ()))
+    with pytest.raises(ValueError, match="scalar bool"):
+        bad.update(PARAMS, bad.init(PARAMS), PARAMS)
+
+
+# ----------------------------------------------------------------------------- lookahead
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(sync_period=5, slow_step_size=0.5, reset_state=False),
+        dict(sync_period=3, slow_step_size=0.8, reset_state=True),
+    ],
+)
+def test_lookahead_fast_trajectory_matches_optax(kwargs):
+    grads = GRADS[:60]
+    ours = gdopt.lookahead(gdopt.adam(0.01), **kwargs)
+    traj = run_trajectory(ours, PARAMS, grads)
+    ref = optax.lookahead(optax.adam(0.01), **kwargs)
+    lp = optax.LookaheadParams.init_synced(PARAMS)
+    state = ref.init(lp)
+    step = jax.jit(
+        lambda g, s, p: (lambda u, s: (optax.apply_updates(p, u), s))(*ref.update(g, s, p))
+    )
+    expected = []
+    for g in grads:
+        lp, state = step(g, state, lp)
+        expected.append(lp.fast)
+    assert_trajectories_close(traj, expected)
+
+
+def test_lookahead_by_hand_and_slow_weights():
+    opt = gdopt.lookahead(gdopt.sgd(1.0), sync_period=2, slow_step_size=0.25)
+    p = {"w": jnp.array(0.0)}
+    s = opt.init(p)
+    seen = []
+    for g in (-1.0, -1.0, -2.0, 0.0):
+        u, s = opt.update({"w": jnp.array(g)}, s, p)
+        p = gdopt.apply_updates(p, u)
+        seen.append((float(p["w"]), float(s.slow["w"])))
+    # fast 1, 2 -> slow 0 + 0.25 * 2 = 0.5 (fast reset to 0.5); fast 2.5, 2.5 -> slow 1.0
+    assert seen == [(1.0, 0.0), (0.5, 0.5), (2.5, 0.5), (1.0, 1.0)]
+    with pytest.raises(ValueError, match="params"):
+        opt.update({"w": jnp.array(1.0)}, s)
+    with pytest.raises(ValueError, match="sync_period"):
+        gdopt.lookahead(gdopt.sgd(1.0), 0, 0.5)
+    with pytest.raises(ValueError, match="slow_step_size"):
+        gdopt.lookahead(gdopt.sgd(1.0), 2, 1.5)
+
+
+# ----------------------------------------------------------------------------- ema_params
+
+
+def test_ema_params_by_hand():
+    decay = 0.9
+    opt = gdopt.ema_params(gdopt.sgd(0.1), decay=decay)
+    traj = run_trajectory(opt, PARAMS, GRADS[:10])
+    ema = PARAMS
+    for p in traj:
+        ema = jax.tree.map(lambda e, x: decay * e + (1 - decay) * x, ema, p)
+    s = opt.init(PARAMS)
+    p = PARAMS
+    update = jax.jit(opt.update)
+    for g in GRADS[:10]:
+        u, s = update(g, s, p)
+        p = gdopt.apply_updates(p, u)
+    assert_trajectories_close([s.ema], [ema], rtol=1e-5, atol=1e-6)
+    # the updates are the inner optimizer's, unchanged
+    assert_trajectories_close(traj, run_trajectory(gdopt.sgd(0.1), PARAMS, GRADS[:10]))
+    with pytest.raises(ValueError, match="decay"):
+        gdopt.ema_params(gdopt.sgd(0.1), decay=1.0)
+
+
+# ----------------------------------------------------------------------------- hyperparameters
+
+
+def test_set_hyperparams_changes_a_jitted_step_without_retracing():
+    traces = []
+    opt = gdopt.adam(0.1)
+
+    def step(g, s, p):
+        traces.append(1)
+        return opt.update(g, s, p)
+
+    step = jax.jit(step)
+    s = opt.init(PARAMS)
+    u1, _ = step(GRADS[0], s, PARAMS)
+    s = gdopt.set_hyperparams(s, learning_rate=0.01)
+    u2, s2 = step(GRADS[0], s, PARAMS)
+    assert len(traces) == 1
+    np.testing.assert_allclose(u2["dense"]["w"], 0.1 * u1["dense"]["w"], rtol=1e-5)
+    assert float(gdopt.get_hyperparams(s2)["learning_rate"]) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="unknown hyperparameter"):
+        gdopt.set_hyperparams(s, learnin_rate=0.1)
+
+
+def test_inject_hyperparams_parity_and_schedule_values():
+    sched = optax.linear_schedule(0.1, 0.01, 50)
+    ours = gdopt.inject_hyperparams(optax_free_sgd)(
+        learning_rate=gdopt.linear_schedule(0.1, 0.01, 50)
+    )
+    ref = optax.inject_hyperparams(optax.sgd)(learning_rate=sched)
+    assert_trajectories_close(
+        run_trajectory(ours, PARAMS, GRADS[:60]), run_trajectory(ref, PARAMS, GRADS[:60])
+    )
+    s = ours.init(PARAMS)
+    for g in GRADS[:3]:
+        _, s = ours.update(g, s, PARAMS)
+    assert float(gdopt.get_hyperparams(s)["learning_rate"]) == pytest.approx(float(sched(2)))
+
+
+def optax_free_sgd(learning_rate, momentum=None):
+    """A user factory: only gdopt pieces."""
+    return gdopt.chain(
+        gdopt.trace(momentum) if momentum is not None else gdopt.identity(),
+        gdopt.scale(-learning_rate),
+    )
+
+
+def test_get_hyperparams_of_several_optimizers():
+    opt = gdopt.partition(
+        {"a": gdopt.adam(0.01), "b": gdopt.sgd(0.5)}, {"dense": "a", "layers": "b", "scale": "b"}
+    )
+    hp = gdopt.get_hyperparams(opt.init(PARAMS))
+    assert len(hp) == 2
+    values = sorted(float(v["learning_rate"]) for v in hp.values())
+    assert values == pytest.approx([0.01, 0.5])
+    state = gdopt.set_hyperparams(opt.init(PARAMS), learning_rate=0.2)
+    assert all(
+        float(v["learning_rate"]) == pytest.approx(0.2)
+        for v in gdopt.get_hyperparams(state).values()
+    )
+    with pytest.raises(ValueError, match="no hyperparameters"):
+        gdopt.get_hyperparams(gdopt.scale(1.0).init(PARAMS))
