@@ -22,7 +22,7 @@ def make_params(seed: int = 0) -> dict:
     return {
         "dense": {"w": jax.random.normal(k1, (4, 3)), "b": jax.random.normal(k2, (3,))},
         "layers": [jax.random.normal(k3, (5,)), jax.random.normal(k4, (2, 2, 2))],
-        "scale": jnp.asarray(0.7),
+        "scale": jnp.asarray(0.7, jnp.float32),
     }
 
 

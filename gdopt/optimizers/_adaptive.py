@@ -718,6 +718,10 @@ def rprop(
 
     A full-batch method: with noisy mini-batch gradients the signs flip at random.
 
+    Deliberate difference from optax: optax 0.2.8 applies at step ``t`` the step computed at
+    ``t - 1`` (its first update is zero, and it lags one gradient behind); gdopt applies the
+    current step, as the paper does. The step sizes and sign logic are the same.
+
     Args:
       learning_rate: the initial step size ``Δ_0`` > 0 (a number or array; not a schedule,
         since the step sizes adapt themselves).

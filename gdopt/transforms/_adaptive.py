@@ -647,6 +647,9 @@ def scale_by_rprop(
     grows nor shrinks ``Δ`` (the iRprop⁻ variant, also used by PyTorch and optax). The output
     is the descent step's magnitude along ``+sign(g)``: chain with ``scale(-1.0)``.
 
+    Deliberate difference from optax: optax 0.2.8 outputs at step ``t`` the step computed at
+    ``t - 1`` (its first update is zero); gdopt outputs the current step, as in the paper.
+
     Args:
       learning_rate: the initial step size ``Δ_0`` > 0.
       eta_minus: shrink factor ``η⁻`` in (0, 1].
