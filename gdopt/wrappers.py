@@ -126,9 +126,14 @@ def with_hyperparams(
         values = values_at(count)
         with validation_disabled():
             inner = build(**values)
-        return InjectHyperparamsState(
-            count=count, hyperparams=values, inner_state=inner.init(params)
+        # Strongly typed state: a weakly typed leaf (``jnp.asarray(0.7)``) would give weakly
+        # typed moments that turn strong after the first update, which recompiles a jitted
+        # step and breaks a ``lax.scan`` carry.
+        inner_state = jax.tree.map(
+            lambda x: jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x,
+            inner.init(params),
         )
+        return InjectHyperparamsState(count=count, hyperparams=values, inner_state=inner_state)
 
     def update(updates, state, params=None, **extra):
         if check_params and params is not None:

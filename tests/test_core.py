@@ -550,3 +550,13 @@ def test_no_optax_in_package_source():
         if "import optax" in p.read_text() or "from optax" in p.read_text()
     ]
     assert offenders == []
+
+
+def test_weakly_typed_params_give_a_stable_state_type():
+    opt = gdopt.adam(0.1)
+    p = {"w": jnp.asarray(0.5)}  # weakly typed
+    s = opt.init(p)
+    assert not any(getattr(x, "weak_type", False) for x in jax.tree.leaves(s))
+    step = jax.jit(lambda s: opt.update({"w": jnp.ones((), jnp.float32)}, s, p)[1])
+    s = step(step(s))
+    assert step._cache_size() == 1
