@@ -139,9 +139,12 @@ def muon(
     >>> opt = gdopt.muon(gdopt.cosine_decay_schedule(0.1, 300))
     >>> params = {"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)}    # w: Muon, b: Adam
     >>> state = opt.init(params)
-    >>> for _ in range(300):
+    >>> @jax.jit
+    ... def step(params, state):
     ...     updates, state = opt.update(jax.grad(loss)(params), state, params)
-    ...     params = gdopt.apply_updates(params, updates)
+    ...     return gdopt.apply_updates(params, updates), state
+    >>> for _ in range(300):
+    ...     params, state = step(params, state)
     >>> round(float(loss(params)), 3)
     0.0
     """
@@ -293,9 +296,12 @@ def adopt(
     >>> opt = gdopt.adopt(0.05)
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(400):
+    >>> @jax.jit
+    ... def step(p, s):
     ...     u, s = opt.update(jax.grad(loss)(p), s, p)
-    ...     p = gdopt.apply_updates(p, u)
+    ...     return gdopt.apply_updates(p, u), s
+    >>> for _ in range(400):
+    ...     p, s = step(p, s)
     >>> [round(x, 2) for x in p.tolist()]
     [1.0, 1.0]
     """
@@ -410,9 +416,12 @@ def ademamix(
     >>> opt = gdopt.ademamix(0.05, b3=0.99, alpha=gdopt.ademamix_alpha_scheduler(2.0, 100))
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(500):
+    >>> @jax.jit
+    ... def step(p, s):
     ...     u, s = opt.update(jax.grad(loss)(p), s, p)
-    ...     p = gdopt.apply_updates(p, u)
+    ...     return gdopt.apply_updates(p, u), s
+    >>> for _ in range(500):
+    ...     p, s = step(p, s)
     >>> [round(x, 2) for x in p.tolist()]
     [1.0, 1.0]
     """
@@ -483,9 +492,12 @@ def schedule_free_sgd(
     >>> opt = gdopt.schedule_free_sgd(0.2)
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(100):
+    >>> @jax.jit
+    ... def step(p, s):
     ...     u, s = opt.update(jax.grad(loss)(p), s, p)
-    ...     p = gdopt.apply_updates(p, u)
+    ...     return gdopt.apply_updates(p, u), s
+    >>> for _ in range(100):
+    ...     p, s = step(p, s)
     >>> [round(x, 3) for x in gdopt.schedule_free_eval_params(s, p).tolist()]
     [1.0, 1.0]
     """
@@ -551,9 +563,12 @@ def schedule_free_adamw(
     >>> opt = gdopt.schedule_free_adamw(0.1, warmup_steps=10)
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(300):
+    >>> @jax.jit
+    ... def step(p, s):
     ...     u, s = opt.update(jax.grad(loss)(p), s, p)
-    ...     p = gdopt.apply_updates(p, u)
+    ...     return gdopt.apply_updates(p, u), s
+    >>> for _ in range(300):
+    ...     p, s = step(p, s)
     >>> [round(x, 2) for x in gdopt.schedule_free_eval_params(s, p).tolist()]
     [1.0, 1.0]
     """
@@ -627,9 +642,12 @@ def prodigy(
     >>> opt = gdopt.prodigy()
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(300):
+    >>> @jax.jit
+    ... def step(p, s):
     ...     u, s = opt.update(jax.grad(loss)(p), s, p)
-    ...     p = gdopt.apply_updates(p, u)
+    ...     return gdopt.apply_updates(p, u), s
+    >>> for _ in range(300):
+    ...     p, s = step(p, s)
     >>> [round(x, 2) for x in p.tolist()]
     [1.0, 1.0]
     """
@@ -702,9 +720,12 @@ def dadapt_adamw(
     >>> opt = gdopt.dadapt_adamw()
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(300):
+    >>> @jax.jit
+    ... def step(p, s):
     ...     u, s = opt.update(jax.grad(loss)(p), s, p)
-    ...     p = gdopt.apply_updates(p, u)
+    ...     return gdopt.apply_updates(p, u), s
+    >>> for _ in range(300):
+    ...     p, s = step(p, s)
     >>> [round(x, 2) for x in p.tolist()]
     [1.0, 1.0]
     """
@@ -781,11 +802,12 @@ def sophia(
     >>> opt = gdopt.sophia(0.05, weight_decay=0.0)
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(300):
-    ...     u, s = opt.update(jax.grad(loss)(p), s, p, obj_fn=loss)
-    ...     p = gdopt.apply_updates(p, u)
-    >>> [round(x, 2) for x in p.tolist()]
-    [1.0, 1.0]
+    >>> u, s = opt.update(jax.grad(loss)(p), s, p, obj_fn=loss)
+    >>> [round(x, 4) for x in u.tolist()]   # h = 0 before the first estimate: -α sign(g)
+    [0.05, 0.05]
+    >>> u, s = opt.update(jax.grad(loss)(p), s, p, obj_fn=loss)
+    >>> [round(x, 4) for x in u.tolist()]    # h = (1 - b2) 2 now: still clipped
+    [0.05, 0.05]
     """
     check_learning_rate(learning_rate)
     check_nonnegative("weight_decay", weight_decay)
@@ -869,7 +891,7 @@ def polyak_sgd(
     >>> opt = gdopt.polyak_sgd()
     >>> p = jnp.zeros(2)
     >>> s = opt.init(p)
-    >>> for _ in range(30):
+    >>> for _ in range(30):   # here the Polyak step is 1/4: the error halves at each step
     ...     value, grad = jax.value_and_grad(loss)(p)
     ...     u, s = opt.update(grad, s, p, value=value)
     ...     p = gdopt.apply_updates(p, u)

@@ -349,8 +349,8 @@ def scale_by_muon(
 
     This is steepest descent under the spectral norm: every direction of the weight matrix
     moves by about the same amount. The momentum EMA is debiased (as optax does); Jordan's
-    reference code uses an un-normalised sum ``m_t = β m_{t-1} + g_t``, which differs only by
-    the constant factor ``1 / (1 - β)`` that Frobenius normalisation removes.
+    reference code does not debias, and since the Newton-Schulz input is normalised the two
+    differ only through the debiasing weights of the first ~``1 / (1 - β)`` steps.
 
     Args:
       ns_coeffs, ns_steps, preconditioning, eps: the Newton-Schulz iteration (see
@@ -772,18 +772,20 @@ def schedule_free(
         base_updates, base_state = base_optimizer.update(
             updates, state.base_optimizer_state, params, **extra
         )
-        beta = state.b1
+        # y was formed with the β of the previous step (state.b1); the new y uses the current
+        # β (they differ only if b1 is changed between steps, e.g. by set_hyperparams).
+        beta_old, beta = state.b1, jnp.asarray(b1, dtype)
 
         def leaf(g, y, z, bu):
             z_new = z + bu
-            x = (y - (1 - beta) * z) / beta
+            x = (y - (1 - beta_old) * z) / beta_old
             x = (1 - ck) * x + ck * z_new
             y_new = beta * x + (1 - beta) * z_new
             return (y_new - y).astype(g.dtype), _cast(z_new, z)
 
         u, z = _leafwise2(leaf, updates, params, state.z, base_updates)
         new_state = ScheduleFreeState(
-            b1=state.b1,
+            b1=beta,
             weight_sum=total.astype(dtype),
             step_count=safe_increment(state.step_count),
             max_lr=max_lr.astype(dtype),
@@ -860,10 +862,6 @@ class ProdigyState(NamedTuple):
     count: jax.Array
 
 
-def _lr_free_dtype(params: Any) -> Any:
-    return _scalar_dtype(params)
-
-
 def scale_by_prodigy(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple = (0.9, 0.999),
@@ -924,7 +922,7 @@ def scale_by_prodigy(
     check_nonnegative("weight_decay", weight_decay)
 
     def init(params):
-        dtype = _lr_free_dtype(params)
+        dtype = _scalar_dtype(params)
         return ProdigyState(
             exp_avg=tree_zeros_like(params),
             exp_avg_sq=tree_zeros_like(params),
@@ -1046,8 +1044,8 @@ def scale_by_dadapt_adamw(
     >>> t = scale_by_dadapt_adamw()
     >>> p = {"w": jnp.array(1.0)}
     >>> u, s = t.update({"w": jnp.array(2.0)}, t.init(p), p)
-    >>> round(float(u["w"]), 6)       # the first step is tiny: d_0 = 1e-6
-    0.0
+    >>> round(float(u["w"]) / 1e-6, 4)       # the first step is d_0 sign(g): tiny
+    1.0
     """
     if not callable(learning_rate):
         check_nonnegative("learning_rate", learning_rate)
@@ -1057,7 +1055,7 @@ def scale_by_dadapt_adamw(
     check_nonnegative("weight_decay", weight_decay)
 
     def init(params):
-        dtype = _lr_free_dtype(params)
+        dtype = _scalar_dtype(params)
         return DAdaptAdamWState(
             exp_avg=tree_zeros_like(params),
             exp_avg_sq=tree_zeros_like(params),
