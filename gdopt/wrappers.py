@@ -160,7 +160,7 @@ def _is_hyperparam(value: Any) -> bool:
 
 
 def inject_hyperparams(
-    factory: Callable[..., GradientTransformation],
+    inner_factory: Callable[..., GradientTransformation],
     static_args: str | tuple[str, ...] = (),
     hyperparam_dtype: Any = None,
 ) -> Callable[..., GradientTransformation]:
@@ -172,7 +172,7 @@ def inject_hyperparams(
     this is for factories of your own (and for code written against optax's function).
 
     Args:
-      factory: a function returning a ``GradientTransformation``.
+      inner_factory: a function returning a ``GradientTransformation``.
       static_args: names of arguments never to treat as hyperparameters.
       hyperparam_dtype: dtype of the stored values.
 
@@ -191,7 +191,7 @@ def inject_hyperparams(
     """
     if isinstance(static_args, str):
         static_args = (static_args,)
-    sig = inspect.signature(factory)
+    sig = inspect.signature(inner_factory)
 
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
         bound = sig.bind(*args, **kwargs)
@@ -203,14 +203,14 @@ def inject_hyperparams(
         hyper = {k: v for k, v in arguments.items() if k not in static_args and _is_hyperparam(v)}
         static = {k: v for k, v in arguments.items() if k not in hyper}
         return with_hyperparams(
-            lambda **values: factory(**static, **values),
+            lambda **values: inner_factory(**static, **values),
             hyper,
             hyperparam_dtype=hyperparam_dtype,
             check_params=False,
         )
 
-    wrapped.__doc__ = factory.__doc__
-    wrapped.__name__ = getattr(factory, "__name__", "injected")
+    wrapped.__doc__ = inner_factory.__doc__
+    wrapped.__name__ = getattr(inner_factory, "__name__", "injected")
     return wrapped
 
 
