@@ -213,7 +213,7 @@ def test_projection_errors():
         gdopt.project_box({"w": jnp.ones(2)}, {"w": jnp.array([0.0, 2.0])}, {"w": 1.0})
     with pytest.raises(ValueError, match=r"lower .*\['v'\]"):
         gdopt.project_box({"w": jnp.ones(2)}, {"v": 0.0}, 1.0)
-    with pytest.raises(ValueError, match="radius"):
+    with pytest.raises(ValueError, match="scale"):
         gdopt.projection_l2_ball(-1.0)
     with pytest.raises(ValueError, match="scale"):
         gdopt.projection_simplex(0.0)

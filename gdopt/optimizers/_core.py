@@ -103,6 +103,21 @@ def momentum(
 ) -> GradientTransformation:
     """SGD with heavy-ball momentum: ``sgd(learning_rate, momentum, nesterov)``.
 
+    Update rule::
+
+        m_t = g_t + β m_{t-1};  p_t = p_{t-1} - α m_t            (heavy ball)
+        p_t = p_{t-1} - α (g_t + β m_t)                          (nesterov=True)
+
+    Args:
+      learning_rate: ``α`` > 0 (number, array or schedule).
+      momentum: ``β`` in [0, 1).
+      nesterov: Nesterov's look-ahead form.
+
+    References:
+      Polyak, "Some methods of speeding up the convergence of iteration methods", USSR
+      Computational Mathematics and Mathematical Physics 4(5), 1964. Sutskever, Martens, Dahl
+      & Hinton, "On the importance of initialization and momentum in deep learning", ICML 2013.
+
     >>> import gdopt
     >>> round(gdopt.get_hyperparams(gdopt.momentum(0.1).init({"w": 0.0}))["momentum"].item(), 6)
     0.9

@@ -289,15 +289,15 @@ def project_box(tree: Any, lower: Any, upper: Any) -> Any:
     return treedef.unflatten(out)
 
 
-def project_l2_ball(tree: Any, radius: float | jax.Array = 1.0) -> Any:
-    """The Euclidean projection onto the ball ``‖x‖ <= radius`` (all leaves as one vector).
+def project_l2_ball(tree: Any, scale: float | jax.Array = 1.0) -> Any:
+    """The Euclidean projection onto the ball ``‖x‖ <= scale`` (all leaves as one vector).
 
-    ``x`` is kept when inside the ball and rescaled to norm ``radius`` otherwise:
-    ``x · radius / max(‖x‖, radius)``.
+    ``x`` is kept when inside the ball and rescaled to norm ``scale`` otherwise:
+    ``x · scale / max(‖x‖, scale)``.
 
     Args:
       tree: a pytree of arrays.
-      radius: ``r`` >= 0.
+      scale: ``r`` >= 0.
 
     Returns:
       A pytree like ``tree``.
@@ -306,9 +306,9 @@ def project_l2_ball(tree: Any, radius: float | jax.Array = 1.0) -> Any:
     >>> [round(x, 4) for x in project_l2_ball({"w": jnp.array([3.0, 4.0])}, 1.0)["w"].tolist()]
     [0.6, 0.8]
     """
-    check_nonnegative("radius", radius)
+    check_nonnegative("scale", scale)
     norm = _global_norm(tree)
-    factor = radius / jnp.maximum(norm, radius)
+    factor = scale / jnp.maximum(norm, scale)
     factor = jnp.where(norm > 0, factor, 1.0)
     return jax.tree.map(lambda x: (x * factor).astype(jnp.asarray(x).dtype), tree)
 
@@ -429,11 +429,11 @@ def projection_box(lower: Any, upper: Any) -> GradientTransformation:
     return apply_projection(lambda tree: project_box(tree, lower, upper))
 
 
-def projection_l2_ball(radius: float | jax.Array = 1.0) -> GradientTransformation:
-    """Projected steps onto the ball ``‖x‖ <= radius`` (all parameters as one vector).
+def projection_l2_ball(scale: float | jax.Array = 1.0) -> GradientTransformation:
+    """Projected steps onto the ball ``‖x‖ <= scale`` (all parameters as one vector).
 
     Args:
-      radius: ``r`` >= 0.
+      scale: ``r`` >= 0.
 
     Returns:
       A stateless transformation (see :func:`apply_projection`).
@@ -445,8 +445,8 @@ def projection_l2_ball(radius: float | jax.Array = 1.0) -> GradientTransformatio
     >>> [round(x, 4) for x in gdopt.apply_updates(p, u)["w"].tolist()]
     [0.6, 0.8]
     """
-    check_nonnegative("radius", radius)
-    return apply_projection(lambda tree: project_l2_ball(tree, radius))
+    check_nonnegative("scale", scale)
+    return apply_projection(lambda tree: project_l2_ball(tree, scale))
 
 
 def projection_simplex(scale: float | jax.Array = 1.0) -> GradientTransformation:

@@ -26,6 +26,7 @@ from gdopt.base import (
     check_learning_rate,
     check_nonnegative,
     check_scalar,
+    identity,
     safe_increment,
 )
 from gdopt.tree import mask_leaves, tree_full_like, tree_zeros_like
@@ -67,18 +68,21 @@ def abs_sq(x: jax.Array) -> jax.Array:
     return jnp.real(x * jnp.conj(x)) if jnp.iscomplexobj(x) else x * x
 
 
-def update_moment(g: jax.Array, m: jax.Array, decay: Any, order: int) -> jax.Array:
+def update_moment(updates: jax.Array, moments: jax.Array, decay: Any, order: int) -> jax.Array:
     """Exponential moving average of ``g**order``: ``(1 - decay) * g^order + decay * m``.
 
-    For ``order == 2`` the squared magnitude ``|g|^2`` is used (complex-safe).
+    ``updates`` is ``g`` and ``moments`` is ``m`` (one array each). For ``order == 2`` the
+    squared magnitude ``|g|^2`` is used (complex-safe).
     """
+    g = updates
     x = g if order == 1 else (abs_sq(g) if order == 2 else jnp.abs(g) ** order)
-    return (1 - decay) * x + decay * m
+    return (1 - decay) * x + decay * moments
 
 
 def bias_correction(moment: jax.Array, decay: Any, count: jax.Array) -> jax.Array:
     """Adam's debiasing: ``moment / (1 - decay ** count)``; ``count`` starts at 1."""
-    correction = 1 - jnp.asarray(decay, dtype=jnp.float32) ** count
+    # A float exponent: an int32 ``count`` would specialise the power per step in eager code.
+    correction = 1 - jnp.asarray(decay, dtype=jnp.float32) ** jnp.asarray(count, jnp.float32)
     return moment / correction.astype(moment.dtype)
 
 
@@ -230,7 +234,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
 
 
 def scale_by_learning_rate(
-    learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
+    learning_rate: ScalarOrSchedule | None = None, *, flip_sign: bool = True
 ) -> GradientTransformation:
     """Multiply the updates by ``-learning_rate`` (``+`` with ``flip_sign=False``).
 
@@ -238,13 +242,17 @@ def scale_by_learning_rate(
     A schedule is evaluated at this transform's own step counter.
 
     Args:
-      learning_rate: a number, an array (may be traced) or a schedule ``count -> value``.
+      learning_rate: a number, an array (may be traced) or a schedule ``count -> value``;
+        ``None`` (the default, as in optax) returns :func:`gdopt.identity` (no scaling and
+        no sign flip: for chains whose direction already is the update, e.g. line searches).
       flip_sign: multiply by ``-learning_rate`` (gradient descent) when True.
 
     >>> t = scale_by_learning_rate(0.1)
-    >>> t.update({"w": jnp.array(1.0)}, t.init(None))[0]["w"].item()
-    -0.10000000149011612
+    >>> round(t.update({"w": jnp.array(1.0)}, t.init(None))[0]["w"].item(), 6)
+    -0.1
     """
+    if learning_rate is None:
+        return identity()
     check_learning_rate(learning_rate)
     sign = -1 if flip_sign else 1
     if callable(learning_rate):

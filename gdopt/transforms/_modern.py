@@ -1381,7 +1381,7 @@ def scale_by_polyak(
         if variant == "sps+":
             gap = jnp.maximum(gap, 0.0)
         den = sq + eps
-        tiny = den <= jnp.finfo(sq.dtype).eps
+        tiny = den <= jnp.finfo(sq.dtype).tiny
         step = jnp.where(tiny, 0.0, jnp.minimum(gap / jnp.where(tiny, 1.0, den), max_learning_rate))
         return _map(lambda u: (step * u).astype(u.dtype), updates), state
 
