@@ -5,12 +5,13 @@ models and losses are pure functions of a parameter pytree; :func:`fit` compiles
 training epochs. See README.md for a tour.
 """
 
-from gdopt import batching, data, linesearch, losses, models, problems, tree
+from gdopt import batching, data, linesearch, losses, models, packing, problems, tree
 from gdopt.base import *
 from gdopt.combinators import *
 from gdopt.engine import *
 from gdopt.linesearch import *
 from gdopt.optimizers import *
+from gdopt.packing import *
 from gdopt.schedules import *
 from gdopt.transforms import *
 from gdopt.wrappers import *

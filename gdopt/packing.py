@@ -1,0 +1,597 @@
+"""Packed execution: parameters and optimizer state in one contiguous buffer per dtype.
+
+A model with thousands of small parameter arrays pays per-array costs at every step:
+flattening the pytree, passing thousands of arrays into and out of the compiled step, one
+small fused loop per array. Packing removes them: :func:`pack` copies the leaves of a pytree
+into one flat buffer per dtype and records where each leaf lives in a static, hashable
+:class:`PackSpec`; :func:`unpack` gives the pytree back as slices of those buffers (inside
+``jit`` they are fused into their consumers or lowered to cheap slices). Differentiating
+through :func:`unpack` gives the gradient packed, as one concatenated buffer per dtype.
+
+Optimizers run on the packed buffers through :func:`packed_optimizer`:
+
+* an **elementwise** optimizer (one whose update at each coordinate depends only on that
+  coordinate's gradient, state and parameter, and on scalars such as the step count: sgd,
+  momentum, Adam, AdamW without a mask, RMSprop, AdaGrad...) computes exactly the same
+  numbers on a flat buffer as leaf by leaf, so its state is created on the buffers directly
+  (``state.mu`` is then a :class:`Packed` too: ``unpack(state.mu)`` shows it per parameter);
+* any other optimizer (per-leaf norms: LAMB, LARS, block RMS clipping, Muon, Adafactor;
+  masks and partitions by leaf; noise) never runs on the flat buffer: the buffers are unpacked,
+  the optimizer runs leaf by leaf with its state kept per leaf, and the updates are packed
+  again. Both give the same numbers; only speed differs.
+
+How gdopt knows: transformations built by gdopt carry an *elementwise* marker
+(:func:`gdopt.mark_elementwise`, :func:`gdopt.is_elementwise`); an unmarked transformation is
+treated as non-elementwise. A marker is also checked: before the first packed update the
+update is traced and every operation that touches a buffer must be elementwise (arithmetic,
+comparisons, ``where``, casts, broadcasts of scalars); a reduction, reshape, slice, dot,
+random draw... raises ``ValueError`` instead of silently mixing parameters.
+
+What packing costs: XLA has no views of part of a buffer, so a leaf that feeds a matrix
+product is copied out of its buffer in the forward pass, and the backward pass concatenates
+the leaves' gradients into the packed gradient (one more parameter-sized buffer than per-leaf
+gradients, at more than one leaf). Elementwise consumers read the buffer directly. Packing
+pays off when there are many small leaves; with a few large ones the pytree is as fast.
+
+Passes over memory (XLA:CPU, jaxlib 0.10.2): XLA on CPU has no multi-output loop fusion, so a
+compiled step writes each parameter-sized output in its own loop: SGD 1, momentum 2,
+RMSprop 2, AdaGrad 2, Adam/AdamW 3 (new ``m``, new ``v``, new parameters from them), centered
+RMSprop with momentum 4; the same counts as optax. A one-pass Adam (blocks of the buffers
+updated in place inside one compiled loop) was measured and dropped: XLA:CPU runs in-place
+``dynamic_update_slice`` loops on one thread, so the single pass was no faster than three
+passes on two threads (``python -m benchmarks.fusion`` measures both).
+
+>>> import gdopt, jax, jax.numpy as jnp
+>>> from gdopt.packing import pack, unpack, packed_optimizer, update_and_apply
+>>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+>>> loss = lambda p: jnp.sum((p["w"] - 2.0) ** 2) + jnp.sum((p["b"] + 1.0) ** 2)
+>>> packed = pack(params)                     # one float32 buffer of 9 elements
+>>> opt = packed_optimizer(gdopt.adam(0.1))   # elementwise: state lives on the buffer too
+>>> state = opt.init(packed)
+>>> @jax.jit
+... def step(packed, state):
+...     grads = jax.grad(lambda q: loss(unpack(q)))(packed)   # comes out packed
+...     return update_and_apply(opt, grads, state, packed)
+>>> for _ in range(300):
+...     packed, state = step(packed, state)
+>>> [round(x, 2) for x in unpack(packed)["b"].tolist()]
+[-1.0, -1.0, -1.0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.extend.core
+import jax.numpy as jnp
+import numpy as np
+
+from gdopt.base import GradientTransformation, apply_updates
+from gdopt.transforms._core import is_elementwise, mark_elementwise
+from gdopt.tree import check_same_structure, key_path_str
+
+__all__ = [
+    "PackSpec",
+    "Packed",
+    "pack",
+    "unpack",
+    "packed_optimizer",
+    "update_and_apply",
+    "check_elementwise",
+]
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackSpec:
+    """Where each leaf of a packed pytree lives (static: hashable, safe as a jit constant).
+
+    Attributes:
+      treedef: the pytree structure of the original tree.
+      dtypes: the dtype of each buffer (one buffer per distinct leaf dtype, in order of first
+        appearance among the leaves).
+      sizes: the number of elements of each buffer.
+      slots: per leaf, in flattening order: ``(buffer index, offset, shape)``.
+      paths: per leaf, its key path as a string (for messages; not part of equality).
+    """
+
+    treedef: Any
+    dtypes: tuple[np.dtype, ...]
+    sizes: tuple[int, ...]
+    slots: tuple[tuple[int, int, tuple[int, ...]], ...]
+    paths: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        groups: list[list[int]] = [[] for _ in self.dtypes]
+        for i, (b, _, _) in enumerate(self.slots):
+            groups[b].append(i)
+        object.__setattr__(self, "_groups", tuple(tuple(g) for g in groups))
+        key = (self.treedef, self.dtypes, self.sizes, self.slots)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, PackSpec) or self._hash != other._hash:
+            return False
+        return self._key == other._key
+
+    @property
+    def num_leaves(self) -> int:
+        """Number of leaves of the original pytree."""
+        return len(self.slots)
+
+    @property
+    def size(self) -> int:
+        """Total number of elements over all buffers."""
+        return int(sum(self.sizes))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffers (in the dtypes they were packed with)."""
+        return int(sum(n * np.dtype(d).itemsize for n, d in zip(self.sizes, self.dtypes)))
+
+    def __repr__(self) -> str:
+        bufs = ", ".join(f"{np.dtype(d).name}[{n}]" for d, n in zip(self.dtypes, self.sizes))
+        return f"PackSpec({self.num_leaves} leaves in {len(self.sizes)} buffer(s): {bufs})"
+
+
+class Packed:
+    """A pytree packed into one flat buffer per dtype, with its static :class:`PackSpec`.
+
+    ``Packed`` is itself a pytree whose leaves are the buffers (the spec is static auxiliary
+    data), so it passes through ``jax.jit``, ``jax.grad``, ``jax.vmap``, ``jax.tree.map`` and
+    every gdopt transformation. The optimizer state that an elementwise optimizer builds from
+    a ``Packed`` holds ``Packed`` moments with the same spec.
+
+    Attributes:
+      buffers: the flat arrays, one per dtype of the original leaves (a moment buffer may
+        have another dtype, e.g. ``mu_dtype=jnp.bfloat16``).
+      spec: where each leaf lives.
+    """
+
+    __slots__ = ("buffers", "spec")
+
+    def __init__(self, buffers: Any, spec: PackSpec) -> None:
+        self.buffers = tuple(buffers)
+        self.spec = spec
+
+    def unpack(self) -> Any:
+        """The original pytree, each leaf a slice of a buffer (see :func:`unpack`)."""
+        return unpack(self)
+
+    def __repr__(self) -> str:
+        bufs = ", ".join(
+            f"{getattr(getattr(b, 'dtype', None), 'name', '?')}{list(np.shape(b))}"
+            if hasattr(b, "shape")
+            else repr(b)
+            for b in self.buffers
+        )
+        return f"Packed({self.spec.num_leaves} leaves: {bufs})"
+
+
+def _flatten_with_keys(p: Packed):
+    keys = [jax.tree_util.DictKey(np.dtype(d).name) for d in p.spec.dtypes]
+    if len(set(keys)) != len(keys) or len(keys) != len(p.buffers):
+        keys = [jax.tree_util.SequenceKey(i) for i in range(len(p.buffers))]
+    return list(zip(keys, p.buffers, strict=True)), p.spec
+
+
+jax.tree_util.register_pytree_with_keys(
+    Packed,
+    _flatten_with_keys,
+    lambda spec, buffers: Packed(buffers, spec),
+    lambda p: (p.buffers, p.spec),
+)
+
+
+# ----------------------------------------------------------------------------- pack / unpack
+
+
+def _is_packed(x: Any) -> bool:
+    return isinstance(x, Packed)
+
+
+def _spec_of(tree: Any) -> tuple[PackSpec, list[jax.Array]]:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    dtypes: list[np.dtype] = []
+    sizes: list[int] = []
+    slots = []
+    arrays = []
+    paths = []
+    for path, x in flat:
+        where = key_path_str(path)
+        if isinstance(x, Packed):  # pragma: no cover - Packed is a pytree node, not a leaf
+            raise TypeError(f"tree{where} is already packed.")
+        try:
+            a = jnp.asarray(x)
+        except TypeError as e:
+            raise TypeError(
+                f"pack: the leaf at {where} is a {type(x).__name__}, not an array or a number; "
+                "only arrays (and Python/NumPy numbers) can be packed."
+            ) from e
+        d = np.dtype(a.dtype)
+        if d not in dtypes:
+            dtypes.append(d)
+            sizes.append(0)
+        b = dtypes.index(d)
+        slots.append((b, sizes[b], tuple(int(s) for s in a.shape)))
+        sizes[b] += int(np.prod(a.shape, dtype=np.int64))
+        arrays.append(a)
+        paths.append(where)
+    spec = PackSpec(treedef, tuple(dtypes), tuple(sizes), tuple(slots), tuple(paths))
+    return spec, arrays
+
+
+def _leaves_for(tree: Any, spec: PackSpec) -> list[jax.Array]:
+    leaves, treedef = jax.tree.flatten(tree)
+    if treedef != spec.treedef:
+        reference = spec.treedef.unflatten([0] * spec.num_leaves)
+        check_same_structure(tree, reference, ("tree", "spec"), check_shapes=False)
+        raise ValueError(
+            f"pack: the tree's structure {treedef} differs from the spec's {spec.treedef}."
+        )
+    out = []
+    for x, (b, _, shape), path in zip(leaves, spec.slots, spec.paths or [""] * len(leaves)):
+        a = jnp.asarray(x)
+        if tuple(a.shape) != shape:
+            raise ValueError(
+                f"pack: the leaf at {path or '?'} has shape {tuple(a.shape)} but the spec "
+                f"has {shape}; pack a tree with exactly the shapes of the spec."
+            )
+        out.append(a.astype(spec.dtypes[b]))
+    return out
+
+
+def pack(tree: Any, spec: PackSpec | None = None) -> Packed:
+    """Copy the leaves of ``tree`` into one flat buffer per dtype.
+
+    Leaves are raveled (row-major) and laid out one after the other in flattening order,
+    each dtype in its own buffer. ``None`` leaves are kept in the structure and hold no
+    space; scalars take one element.
+
+    Args:
+      tree: a pytree of arrays or numbers (bfloat16, float32, mixed... any dtypes).
+      spec: pack like an earlier :func:`pack` result (``other.spec``): the tree must have that
+        structure and those shapes, and each leaf is cast to its buffer's dtype. Default:
+        compute the spec from ``tree``.
+
+    Returns:
+      A :class:`Packed`: ``.buffers`` (the flat arrays) and ``.spec`` (static).
+
+    Raises:
+      TypeError: ``tree`` is already packed or holds a leaf that is not an array.
+      ValueError: ``spec`` is given and the structure or a shape differs (naming the key path).
+
+    >>> import jax.numpy as jnp
+    >>> p = pack({"w": jnp.ones((2, 2)), "b": jnp.zeros(2), "h": jnp.ones(3, jnp.bfloat16)})
+    >>> p.spec
+    PackSpec(3 leaves in 2 buffer(s): float32[6], bfloat16[3])
+    >>> p.buffers[0].tolist()    # "b" then "w": dict keys flatten in sorted order
+    [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    if isinstance(tree, Packed):
+        raise TypeError("pack: the tree is already a Packed; unpack(...) it first.")
+    if spec is None:
+        spec, arrays = _spec_of(tree)
+    else:
+        if not isinstance(spec, PackSpec):
+            raise TypeError(f"pack: spec must be a PackSpec (packed.spec), got {spec!r}.")
+        arrays = _leaves_for(tree, spec)
+    buffers = []
+    for b, dtype in enumerate(spec.dtypes):
+        parts = [arrays[i].reshape(-1) for i in spec._groups[b]]
+        buf = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+        buffers.append(buf.astype(dtype))
+    return Packed(tuple(buffers), spec)
+
+
+def unpack(packed: Packed) -> Any:
+    """The pytree that ``packed`` holds: each leaf a slice of its buffer, reshaped.
+
+    Inside ``jax.jit`` the slices are views that XLA fuses into their consumers; the
+    gradient of a function of ``unpack(packed)`` with respect to ``packed`` is a
+    :class:`Packed` (the cotangents concatenated, one pass). Each leaf has its buffer's
+    dtype (so ``unpack(state.mu)`` of a ``bfloat16`` moment gives ``bfloat16`` leaves).
+
+    Args:
+      packed: a :class:`Packed` from :func:`pack`, or one with buffers of the same lengths
+        (gradients, optimizer moments, updates).
+
+    Returns:
+      A pytree with the structure and shapes of the tree that was packed.
+
+    Raises:
+      TypeError: ``packed`` is not a :class:`Packed`.
+      ValueError: a buffer's length does not match the spec.
+
+    >>> import jax.numpy as jnp
+    >>> tree = {"w": jnp.arange(4.0).reshape(2, 2), "s": jnp.asarray(5.0)}
+    >>> back = unpack(pack(tree))
+    >>> back["w"].tolist(), back["s"].tolist()
+    ([[0.0, 1.0], [2.0, 3.0]], 5.0)
+    """
+    if not isinstance(packed, Packed):
+        raise TypeError(
+            f"unpack expects a Packed (the result of gdopt.pack), got {type(packed).__name__}."
+        )
+    spec = packed.spec
+    if len(packed.buffers) != len(spec.sizes):
+        raise ValueError(
+            f"unpack: the Packed holds {len(packed.buffers)} buffer(s) but its spec describes "
+            f"{len(spec.sizes)}."
+        )
+    leaves: list[Any] = [None] * spec.num_leaves
+    for b, buf in enumerate(packed.buffers):
+        if tuple(np.shape(buf)) != (spec.sizes[b],):
+            raise ValueError(
+                f"unpack: buffer {b} ({np.dtype(spec.dtypes[b]).name}) has shape "
+                f"{tuple(np.shape(buf))}, the spec needs ({spec.sizes[b]},)."
+            )
+        group = spec._groups[b]
+        if len(group) == 1:
+            pieces = [buf]
+        else:
+            cuts = [spec.slots[i][1] for i in group[1:]]
+            pieces = jnp.split(buf, cuts)
+        for i, piece in zip(group, pieces, strict=True):
+            leaves[i] = piece.reshape(spec.slots[i][2])
+    return spec.treedef.unflatten(leaves)
+
+
+# ----------------------------------------------------------------------------- the guard
+
+# Primitives that act coordinate by coordinate (and broadcasts of scalars, checked apart).
+_ELEMENTWISE_PRIMITIVES = frozenset(
+    """abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp complex conj
+    convert_element_type copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1
+    floor ge gt imag integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg
+    nextafter not or polygamma pow real reduce_precision rem round rsqrt select_n sign sin sinh
+    sqrt square stop_gradient sub tan tanh xor""".split()
+)
+# Primitives that only call other jaxprs (checked recursively).
+_CALL_PRIMITIVES = frozenset(
+    """jit pjit closed_call core_call custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr
+    checkpoint remat cond while""".split()
+)
+
+
+def _sub_jaxprs(params: dict) -> list[Any]:
+    out = []
+    for v in params.values():
+        for x in v if isinstance(v, (tuple, list)) else (v,):
+            if isinstance(x, jax.extend.core.ClosedJaxpr):
+                out.append(x.jaxpr)
+            elif isinstance(x, jax.extend.core.Jaxpr):
+                out.append(x)
+    return out
+
+
+def _first_non_elementwise(jaxpr: Any) -> str | None:
+    for eqn in jaxpr.eqns:
+        avals = [v.aval for v in (*eqn.invars, *eqn.outvars)]
+        touches = any(getattr(a, "ndim", 0) > 0 for a in avals)
+        name = eqn.primitive.name
+        subs = _sub_jaxprs(eqn.params)
+        if subs:
+            if touches and name not in _CALL_PRIMITIVES:
+                return name
+            for sub in subs:
+                found = _first_non_elementwise(sub)
+                if found is not None:
+                    return found
+        elif not touches:
+            continue
+        elif name == "broadcast_in_dim":
+            src = eqn.invars[0].aval
+            if src.ndim and tuple(src.shape) != tuple(eqn.outvars[0].aval.shape):
+                return name
+        elif name not in _ELEMENTWISE_PRIMITIVES:
+            return name
+    return None
+
+
+def check_elementwise(
+    transform: GradientTransformation, params: Packed, state: Any = None, **extra: Any
+) -> None:
+    """Check that ``transform``'s update only acts coordinate by coordinate on ``params``.
+
+    Traces ``transform.update`` on the packed buffers (nothing is computed) and fails on the
+    first operation that touches a buffer and is not elementwise: a reduction (per-leaf or
+    global norms), reshape, slice, concatenation, dot, sort, scan or random draw. This is
+    the test that :func:`packed_optimizer` applies to a transformation marked elementwise.
+
+    Args:
+      transform: the transformation.
+      params: the packed parameters (their shapes and dtypes are what matters).
+      state: its state for ``params`` (default: ``transform.init(params)``, traced).
+      **extra: keyword arguments for ``update`` (e.g. ``value``).
+
+    Raises:
+      ValueError: naming the offending operation.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> check_elementwise(gdopt.adam(1e-3), pack({"w": jnp.ones(3)}))   # passes
+    >>> def normalize(u, s, p=None, **kw):   # divides by a norm: not elementwise
+    ...     return jax.tree.map(lambda x: x / jnp.linalg.norm(x), u), s
+    >>> check_elementwise(gdopt.GradientTransformation(lambda p: (), normalize),
+    ...                   pack({"w": jnp.ones(3)}))
+    Traceback (most recent call last):
+    ...
+    ValueError: this transformation is not elementwise: its update applies `reduce_sum` ...
+    """
+
+    def run(u, p, s, extra):
+        s = transform.init(p) if s is None else s
+        return transform.update(u, s, p, **extra)
+
+    jaxpr = jax.make_jaxpr(run)(params, params, state, extra)
+    found = _first_non_elementwise(jaxpr.jaxpr)
+    if found is not None:
+        raise ValueError(
+            f"this transformation is not elementwise: its update applies `{found}` to whole "
+            "parameter buffers, so on a packed buffer it would mix parameters that are "
+            "separate leaves. Run it leaf by leaf: packed_optimizer(opt, elementwise=False) "
+            "(or do not mark it with mark_elementwise)."
+        )
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+_PACKED_ATTR = "__gdopt_packed_mode__"
+_INNER_ATTR = "__gdopt_packed_inner__"
+_GUARDED: weakref.WeakKeyDictionary[Callable, set] = weakref.WeakKeyDictionary()
+
+
+def _require_packed(x: Any, name: str, spec: PackSpec | None = None) -> None:
+    if not isinstance(x, Packed):
+        raise TypeError(
+            f"a packed optimizer needs {name} as a Packed (gdopt.pack(tree), or the gradient "
+            f"of a function of gdopt.unpack(packed)), got {type(x).__name__}."
+        )
+    if spec is not None and x.spec.sizes != spec.sizes:
+        raise ValueError(
+            f"{name} is packed with buffer sizes {x.spec.sizes} but the parameters with "
+            f"{spec.sizes}; pack both from the same tree (pack(tree, spec=params.spec))."
+        )
+
+
+def _signature(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)
+
+
+def packed_optimizer(
+    opt: GradientTransformation, *, elementwise: bool | None = None
+) -> GradientTransformation:
+    """Run ``opt`` on packed parameters: ``init(Packed)``, ``update(Packed, state, Packed)``.
+
+    The returned transformation takes and returns :class:`Packed` updates. How ``opt`` runs:
+
+    * elementwise (``elementwise=True``, or ``None`` and ``opt`` carries gdopt's elementwise
+      marker): directly on the buffers; its state is created on the buffers, so every moment
+      is one contiguous buffer per dtype. The marker is verified once per input signature with
+      :func:`check_elementwise`.
+    * otherwise: the updates and parameters are unpacked, ``opt`` runs leaf by leaf with a
+      per-leaf state, and the updates are packed again (same numbers; per-leaf cost).
+
+    Args:
+      opt: any gradient transformation.
+      elementwise: force the mode; ``None`` decides from the marker.
+
+    Returns:
+      A transformation for packed parameters (itself marked elementwise in the first mode).
+      Wrapping it again returns it unchanged.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> params = pack({"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)})
+    >>> opt = packed_optimizer(gdopt.sgd(0.1, momentum=0.9))
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(params, state, params)   # gradient = params
+    >>> [round(x, 3) for x in unpack(updates)["w"].tolist()]
+    [-0.1, 0.2]
+    >>> type(state.inner_state[0].trace).__name__            # the momentum is packed too
+    'Packed'
+    """
+    if not (hasattr(opt, "init") and hasattr(opt, "update")):
+        raise TypeError(
+            f"packed_optimizer expects a GradientTransformation, got {type(opt).__name__}."
+        )
+    mode = getattr(opt.update, _PACKED_ATTR, None)
+    if mode is not None:
+        if elementwise is None or bool(elementwise) == (mode == "flat"):
+            return opt
+        opt = getattr(opt.update, _INNER_ATTR)
+    flat = is_elementwise(opt) if elementwise is None else bool(elementwise)
+    if flat:
+
+        def init(params):
+            _require_packed(params, "params")
+            return opt.init(params)
+
+        def update(updates, state, params=None, **extra):
+            _require_packed(updates, "updates")
+            if params is not None:
+                _require_packed(params, "params", updates.spec)
+            _guard(opt, updates, state, params, extra)
+            return opt.update(updates, state, params, **extra)
+
+        out = mark_elementwise(GradientTransformation(init, update))
+        setattr(out.update, _PACKED_ATTR, "flat")
+        setattr(out.update, _INNER_ATTR, opt)
+        return out
+
+    def init_leafwise(params):
+        _require_packed(params, "params")
+        return opt.init(unpack(params))
+
+    def update_leafwise(updates, state, params=None, **extra):
+        _require_packed(updates, "updates")
+        if params is not None:
+            _require_packed(params, "params", updates.spec)
+        tree = unpack(updates)
+        new, state = opt.update(tree, state, None if params is None else unpack(params), **extra)
+        return pack(new, updates.spec), state
+
+    setattr(update_leafwise, _PACKED_ATTR, "leafwise")
+    setattr(update_leafwise, _INNER_ATTR, opt)
+    return GradientTransformation(init_leafwise, update_leafwise)
+
+
+def _guard(opt, updates, state, params, extra) -> None:
+    """check_elementwise once per (transformation, input signature)."""
+    key = _signature((updates, state, params, extra))
+    try:
+        seen = _GUARDED.setdefault(opt.update, set())
+    except TypeError:  # not weak-referenceable: check every time
+        seen = set()
+    if key not in seen:
+        check_elementwise(opt, updates if params is None else params, state, **extra)
+        seen.add(key)
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def update_and_apply(
+    opt: GradientTransformation, grads: Any, state: Any, params: Any, **extra: Any
+) -> tuple[Any, Any]:
+    """One optimizer step: ``updates = opt.update(grads, state, params)``, then apply them.
+
+    For packed parameters this is the step of ``packed_optimizer(opt)`` (with the state from
+    ``packed_optimizer(opt).init(params)``): directly on the buffers for an elementwise
+    ``opt``, leaf by leaf otherwise. For an unpacked pytree it is ``opt.update`` followed by
+    :func:`gdopt.apply_updates`. Under ``jax.jit`` the update and the parameter update fuse
+    into one program; donate the parameters and the state so both are updated in place.
+
+    Args:
+      opt: a gradient transformation (or a :func:`packed_optimizer` of one).
+      grads: the gradient (a :class:`Packed` with the params' spec when params are packed).
+      state: the optimizer state.
+      params: the parameters (packed or not).
+      **extra: keyword arguments passed to ``opt.update`` (``value=loss``...).
+
+    Returns:
+      ``(new_params, new_state)``.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> opt = gdopt.sgd(0.5)
+    >>> p, s = update_and_apply(opt, {"w": jnp.array(2.0)}, opt.init({"w": 0.0}),
+    ...                         {"w": jnp.array(1.0)})
+    >>> float(p["w"])
+    0.0
+    """
+    if isinstance(params, Packed):
+        opt = packed_optimizer(opt)
+    updates, state = opt.update(grads, state, params, **extra)
+    return apply_updates(params, updates), state
