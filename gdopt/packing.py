@@ -202,6 +202,9 @@ def _is_packed(x: Any) -> bool:
     return isinstance(x, Packed)
 
 
+_INTERNED: weakref.WeakValueDictionary[tuple, PackSpec] = weakref.WeakValueDictionary()
+
+
 def _spec_of(tree: Any) -> tuple[PackSpec, list[jax.Array]]:
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     dtypes: list[np.dtype] = []
@@ -230,7 +233,10 @@ def _spec_of(tree: Any) -> tuple[PackSpec, list[jax.Array]]:
         arrays.append(a)
         paths.append(where)
     spec = PackSpec(treedef, tuple(dtypes), tuple(sizes), tuple(slots), tuple(paths))
-    return spec, arrays
+    # Equal specs from separate pack() calls (params, then each gradient...) are made the
+    # same object: jit compares the specs of its arguments at every call, and identity is
+    # instant where comparing thousands of slots is not.
+    return _INTERNED.setdefault(spec._key, spec), arrays
 
 
 def _leaves_for(tree: Any, spec: PackSpec) -> list[jax.Array]:
