@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 __all__ = [
     "RESULTS",
     "Stats",
-    "RemoteCase",
+    "RemoteWorker",
     "parser",
     "machine_info",
     "time_cases",
@@ -129,47 +129,42 @@ class Stats(dict):
         )
 
 
-class RemoteCase:
-    """A case that runs in its own process (e.g. torch, whose OpenMP threads and XLA's would
-    otherwise spin against each other on a small machine and slow both down).
+class RemoteWorker:
+    """Cases that run in a process of their own (torch: in one process its OpenMP threads and
+    XLA's spin against each other on a small machine and slow both down).
 
     ``factory`` is ``"module:function"``; in a spawned process ``function(**kwargs)`` returns
-    the zero-argument step callable, and the process then times batches of calls on demand.
-    ``first_call_s`` is the time of the first call (set after start). Call :meth:`close`.
+    ``{name: zero-argument step callable}``. Each step is called once at start (its time is
+    ``first_call_s[name]``; a step that raises is left out and its error kept in
+    ``errors[name]``). :meth:`cases` gives handles that :func:`time_cases` times batch by
+    batch, all in this one process. Call :meth:`close` when done.
     """
 
-    def __init__(self, factory: str, env: dict[str, str] | None = None, **kwargs: Any):
+    def __init__(self, factory: str, **kwargs: Any):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        old = {k: os.environ.get(k) for k in (env or {})}
-        os.environ.update(env or {})
-        try:
-            self._proc = ctx.Process(target=_remote_loop, args=(child, factory, kwargs))
-            self._proc.start()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        self._proc = ctx.Process(target=_remote_loop, args=(child, factory, kwargs))
+        self._proc.start()
         status, value = self._conn.recv()
         if status != "ok":
             self.close()
             raise RuntimeError(value)
-        self.first_call_s = value
+        self.first_call_s = {k: v for k, v in value.items() if isinstance(v, float)}
+        self.errors = {k: v for k, v in value.items() if isinstance(v, str)}
 
-    def run_batch(self, n: int) -> float:
-        """Run ``n`` calls in the worker; returns their total wall time in seconds."""
-        self._conn.send(n)
+    def run_batch(self, name: str, n: int) -> float:
+        """Run ``n`` calls of case ``name`` in the worker; their total wall time in seconds."""
+        self._conn.send((name, n))
         status, value = self._conn.recv()
         if status != "ok":
             raise RuntimeError(value)
         return value
 
-    def __call__(self) -> None:
-        self.run_batch(1)
+    def cases(self) -> dict[str, Any]:
+        """``{name: handle}`` for :func:`time_cases` (calling a handle runs one step)."""
+        return {name: _RemoteHandle(self, name) for name in self.first_call_s}
 
     def close(self) -> None:
         if self._proc.is_alive():
@@ -178,20 +173,39 @@ class RemoteCase:
         self._conn.close()
 
 
+class _RemoteHandle:
+    def __init__(self, worker: RemoteWorker, name: str):
+        self.worker, self.name = worker, name
+
+    def run_batch(self, n: int) -> float:
+        return self.worker.run_batch(self.name, n)
+
+    def __call__(self) -> None:
+        self.run_batch(1)
+
+
 def _remote_loop(conn, factory: str, kwargs: dict) -> None:
     try:
         module, name = factory.split(":")
-        fn = getattr(importlib.import_module(module), name)(**kwargs)
-        t0 = time.perf_counter()
-        fn()
-        conn.send(("ok", time.perf_counter() - t0))
+        steps = getattr(importlib.import_module(module), name)(**kwargs)
     except Exception as e:  # reported to the parent
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
-    while (n := conn.recv()) is not None:
+    status: dict[str, Any] = {}
+    for key, fn in list(steps.items()):
+        try:
+            t0 = time.perf_counter()
+            fn()
+            status[key] = time.perf_counter() - t0
+        except Exception as e:  # this case is unsupported: report it, keep the others
+            status[key] = f"{type(e).__name__}: {e}"
+            del steps[key]
+    conn.send(("ok", status))
+    while (msg := conn.recv()) is not None:
+        key, n = msg
         t0 = time.perf_counter()
         for _ in range(n):
-            fn()
+            steps[key]()
         conn.send(("ok", time.perf_counter() - t0))
 
 
@@ -207,7 +221,7 @@ def time_cases(
 
     Args:
       cases: ``{name: fn}``; each ``fn()`` runs one step and waits for it; a case with a
-        ``run_batch(n) -> seconds`` method (:class:`RemoteCase`) is timed by it.
+        ``run_batch(n) -> seconds`` method (from :meth:`RemoteWorker.cases`) is timed by it.
       rounds: interleaved rounds (at least 5 give a meaningful median and spread).
       min_round_s: each round of a case lasts at least this long (calls are repeated).
       warmup: calls before timing (the first compiles).
@@ -308,6 +322,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

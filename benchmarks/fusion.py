@@ -26,7 +26,7 @@ from jax import lax
 
 import gdopt
 from benchmarks._common import (
-    RemoteCase,
+    RemoteWorker,
     bandwidth_probe,
     fmt,
     machine_info,
@@ -200,10 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
     blocks = [1 << 16, 1 << 18] if args.quick else [1 << 14, 1 << 16, 1 << 18, 1 << 20]
     for b in blocks:
         jax_case(f"one-pass adam, blocks of {b}", one_pass_adam(b), fresh())
-    torch_case = RemoteCase("benchmarks.update_step:torch_step", name="adam", L=1, kind="fused")
-    cases["torch fused adam (1 pass)"] = torch_case
+    worker = RemoteWorker("benchmarks.update_step:torch_steps", name="adam", L=1, kinds=("fused",))
+    cases["torch fused adam (1 pass)"] = worker.cases()["torch fused"]
     stats = time_cases(cases, rounds=rounds, min_round_s=0.15)
-    torch_case.close()
+    worker.close()
     ref = stats["optax adam (3 passes)"]["median"]
     timing = []
     for name, st in stats.items():

@@ -41,7 +41,7 @@ import optax
 
 import gdopt
 from benchmarks._common import (
-    RemoteCase,
+    RemoteWorker,
     fmt,
     machine_info,
     markdown_table,
@@ -207,8 +207,8 @@ def _scan_cases(loss, opt, params, batches, steps, timed):
     timed("gdopt packed scan", pscan, (packed, popt.init(packed)), batches)
 
 
-def torch_epoch(name: str):
-    """In a worker process: one epoch of the workload in torch eager mode."""
+def torch_epoch(name: str) -> dict:
+    """In a worker process: ``{"torch eager": one epoch of the workload}``."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -252,7 +252,7 @@ def torch_epoch(name: str):
             lossf(model(xs[i]), ys[i]).backward()
             opt.step()
 
-    return epoch
+    return {"torch eager": epoch}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -274,11 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         with_fit = name != "resmlp" or args.fit_resmlp
         cases, first, steps = jax_cases(name, with_fit)
-        torch_case = RemoteCase("benchmarks.train_throughput:torch_epoch", name=name)
-        cases["torch eager"] = torch_case
-        first["torch eager"] = torch_case.first_call_s
+        worker = RemoteWorker("benchmarks.train_throughput:torch_epoch", name=name)
+        cases.update(worker.cases())
+        first.update(worker.first_call_s)
         stats = time_cases(cases, rounds=rounds, min_round_s=0.3, warmup=1)
-        torch_case.close()
+        worker.close()
         ref = stats["optax loop"]["median"]
         print(f"\n{name} ({steps} steps per epoch)")
         for label, st in stats.items():

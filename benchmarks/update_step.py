@@ -43,7 +43,7 @@ import numpy as np
 
 import gdopt
 from benchmarks._common import (
-    RemoteCase,
+    RemoteWorker,
     bandwidth_probe,
     fmt,
     machine_info,
@@ -122,19 +122,34 @@ def _gdopt_opt(name: str):
     return opt, note
 
 
-def torch_step(name: str, L: int, kind: str):
-    """In a worker process: a torch.optim step over L tensors (``kind``: foreach or fused)."""
+def torch_steps(name: str, L: int, kinds: tuple[str, ...] = ("foreach", "fused")) -> dict:
+    """In a worker process: ``{"torch KIND": step}``, torch.optim steps over L tensors."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     cls_name, tkw = OPTIMIZERS[name]["torch"]
-    rng = np.random.default_rng(0)
-    params = []
-    for _ in range(L):
-        p = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(N // L, np.float32)))
-        p.grad = torch.from_numpy(1e-2 * rng.standard_normal(N // L, np.float32))
-        params.append(p)
-    return getattr(torch.optim, cls_name)(params, lr=LR, **tkw, **{kind: True}).step
+    steps = {}
+    for kind in kinds:
+        rng = np.random.default_rng(0)
+        params = []
+        for _ in range(L):
+            p = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(N // L, np.float32)))
+            p.grad = torch.from_numpy(1e-2 * rng.standard_normal(N // L, np.float32))
+            params.append(p)
+        try:
+            steps[f"torch {kind}"] = getattr(torch.optim, cls_name)(
+                params, lr=LR, **tkw, **{kind: True}
+            ).step
+        except (TypeError, RuntimeError, ValueError) as e:
+            steps[f"torch {kind}"] = _raiser(e)
+    return steps
+
+
+def _raiser(error: Exception):
+    def step():
+        raise error
+
+    return step
 
 
 def build_cases(name: str, L: int, variants: list[str]) -> tuple[dict, dict, dict]:
@@ -172,19 +187,18 @@ def build_cases(name: str, L: int, variants: list[str]) -> tuple[dict, dict, dic
         cases["gdopt packed"], first["gdopt packed"] = _jax_case(
             lambda p, s, g: update_and_apply(popt, g, s, p), pp, popt.init(pp), pg
         )
-    if spec["torch"] is not None:
-        for variant, kind in (("torch foreach", "foreach"), ("torch fused", "fused")):
-            if variant not in variants:
-                continue
-            try:
-                case = RemoteCase("benchmarks.update_step:torch_step", name=name, L=L, kind=kind)
-            except RuntimeError as e:
-                notes[variant] = f"unsupported: {str(e)[:90]}"
-                continue
-            cases[variant], first[variant] = case, case.first_call_s
+    kinds = tuple(v.split()[1] for v in variants if v.startswith("torch "))
+    workers = []
+    if spec["torch"] is not None and kinds:
+        # both torch variants in one worker process: two would spin against each other
+        worker = RemoteWorker("benchmarks.update_step:torch_steps", name=name, L=L, kinds=kinds)
+        workers.append(worker)
+        cases.update(worker.cases())
+        first.update(worker.first_call_s)
+        notes.update({k: f"unsupported: {v[:90]}" for k, v in worker.errors.items()})
     elif "torch foreach" in variants:
         notes["torch"] = "no torch.optim implementation"
-    return cases, first, notes
+    return cases, first, notes, workers
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -222,10 +236,10 @@ def main(argv: list[str] | None = None) -> dict:
             variants = list(VARIANTS)
             if L == 4096 and not args.full:
                 variants.remove("gdopt tree")  # its compile alone takes over a minute
-            cases, first, notes = build_cases(name, L, variants)
+            cases, first, notes, workers = build_cases(name, L, variants)
             if L > 1 and name == "adam":
                 # the 1-leaf packed step again, timed side by side with this leaf count
-                one, first_one, _ = build_cases(name, 1, ["gdopt packed"])
+                one, first_one, _, _ = build_cases(name, 1, ["gdopt packed"])
                 cases[SAME_ROUND] = one["gdopt packed"]
                 first[SAME_ROUND] = first_one["gdopt packed"]
             stats = time_cases(cases, rounds=rounds, min_round_s=0.15, warmup=1)
@@ -261,9 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{r['GBps']:6.1f} GB/s {100 * r['frac_axpy_bw']:5.0f}% bw  {ratio}  "
                     f"first call {r['first_call_s']:.2f} s"
                 )
-            for case in cases.values():
-                if isinstance(case, RemoteCase):
-                    case.close()
+            for worker in workers:
+                worker.close()
             del cases
             gc.collect()
 

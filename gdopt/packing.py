@@ -30,8 +30,14 @@ random draw... raises ``ValueError`` instead of silently mixing parameters.
 What packing costs: XLA has no views of part of a buffer, so a leaf that feeds a matrix
 product is copied out of its buffer in the forward pass, and the backward pass concatenates
 the leaves' gradients into the packed gradient (one more parameter-sized buffer than per-leaf
-gradients, at more than one leaf). Elementwise consumers read the buffer directly. Packing
-pays off when there are many small leaves; with a few large ones the pytree is as fast.
+gradients when there is more than one leaf). Elementwise consumers read the buffer directly.
+What it saves: per-array costs of the optimizer step (one fused loop per buffer instead of
+one per leaf; a handful of arrays across the ``jit`` boundary instead of thousands) and
+compile time. Measured on 2 CPU cores (``benchmarks/results``): the Adam step on 4,194,304
+parameters in 1,024 leaves runs about 5x faster packed than optax's and compiles about 50x
+faster; in a training loop compiled with ``lax.scan``, a 1,000-array residual MLP trained
+about 7% faster packed, softmax regression about as fast, and an MLP of three large layers
+(784-512-512-10) about 35% slower (the copies above). Pack models with many small leaves.
 
 Passes over memory (XLA:CPU, jaxlib 0.10.2): XLA on CPU has no multi-output loop fusion, so a
 compiled step writes each parameter-sized output in its own loop: SGD 1, momentum 2,

@@ -7,6 +7,16 @@ Each function returns a :class:`~gdopt.base.GradientTransformation`. The named o
 Dtypes: each transform returns updates in the dtype of the incoming updates and keeps each
 state leaf in the dtype it was created with, so bfloat16 models stay bfloat16 and the state's
 dtypes never change across steps (``lax.scan`` and ``lax.cond`` need that).
+
+Fusion: each update rule is one per-leaf function that returns the update and every new
+state buffer together (:func:`map_leaves`), so a compiler can compute them all from one read
+of ``g`` and the state. XLA:CPU (jaxlib 0.10.2) has no multi-output loop fusion, so a
+compiled step (update + apply, donated) still writes each parameter-sized output in a loop of
+its own: ``trace`` 2 passes with the parameters, ``scale_by_rms`` and ``scale_by_rss`` 2,
+``scale_by_adam`` 3, ``scale_by_stddev`` 3 (the same as optax; ``benchmarks/fusion.py``).
+Every transform here is elementwise and carries the marker of :func:`mark_elementwise`
+(``add_decayed_weights`` only without a ``mask``), so it runs on packed parameters
+(:mod:`gdopt.packing`) directly.
 """
 
 from __future__ import annotations
