@@ -11,9 +11,11 @@ Workloads (Adam, learning rate 1e-3):
 
 Loops compared (each call runs one epoch; steps per second = steps / median time):
 
-* ``gdopt.fit core``: the compiled epoch that :func:`gdopt.fit` runs
-  (:func:`gdopt.engine.make_train_fn`, jitted once, state donated; it reshuffles every epoch
-  and checks every step for divergence). ``gdopt.fit`` itself recompiles on every call: its
+* ``gdopt.fit core, pytree`` / ``packed``: the compiled epoch that :func:`gdopt.fit` runs
+  (:func:`gdopt.engine.make_train_fn`, jitted once, state donated; it reshuffles every epoch,
+  checks every step's loss and the parameters at the end of the epoch), on the pytree and on
+  packed buffers; ``(fit's choice)`` marks the one ``gdopt.fit`` picks by default
+  (:func:`gdopt.engine.should_pack`). ``gdopt.fit`` itself compiles on every call: its
   first-call time is reported separately;
 * ``optax loop``: a jitted optax step called from Python once per batch;
 * ``optax scan``: the same step in ``lax.scan`` over the epoch's batches;
@@ -24,7 +26,7 @@ Loops compared (each call runs one epoch; steps per second = steps / median time
 Usage::
 
     python -m benchmarks.train_throughput           # all three workloads, 7 rounds (about
-                                                    # 6 minutes: resmlp compiles slowly)
+                                                    # 8 minutes: resmlp compiles slowly)
     python -m benchmarks.train_throughput --quick   # mlp and digits, 5 rounds
 """
 
@@ -49,7 +51,7 @@ from benchmarks._common import (
     time_cases,
     write_results,
 )
-from gdopt.engine import init_fit_state, make_train_fn
+from gdopt.engine import init_fit_state, make_train_fn, should_pack
 from gdopt.packing import pack, packed_optimizer, unpack, update_and_apply
 
 LR = 1e-3
@@ -150,17 +152,18 @@ def jax_cases(name: str, with_fit: bool = True) -> tuple[dict, dict, int]:
 
 
 def _fit_cases(loss, opt, params, data, batch, timed, first):
-    """gdopt.fit's compiled core (one epoch per call) and one whole gdopt.fit call."""
-    core = make_train_fn(loss, opt, n_epochs=1, batch_size=batch)
-    epoch = jax.jit(lambda s, d, k: core(s, d, k)[0], donate_argnums=0)
+    """gdopt.fit's compiled core (one epoch per call), on the pytree and packed, and one
+    whole gdopt.fit call (which picks one of the two: gdopt.engine.should_pack)."""
     dev_data = (jnp.asarray(data[0]), jnp.asarray(data[1]))
-    timed(
-        "gdopt.fit core",
-        epoch,  # the key is folded with the epoch count inside
-        init_fit_state(jax.tree.map(jnp.copy, params), opt.init(params)),
-        dev_data,
-        jax.random.PRNGKey(0),
-    )
+    for mode in (False, True):
+        core = make_train_fn(loss, opt, n_epochs=1, batch_size=batch, pack=mode)
+        epoch = jax.jit(lambda s, d, k, core=core: core(s, d, k)[0], donate_argnums=0)
+        p = pack(params) if mode else jax.tree.map(jnp.copy, params)
+        o = packed_optimizer(opt).init(p) if mode else opt.init(p)
+        label = "gdopt.fit core, " + ("packed" if mode else "pytree")
+        if mode == should_pack(params, opt):
+            label += " (fit's choice)"
+        timed(label, epoch, init_fit_state(p, o), dev_data, jax.random.PRNGKey(0))
     t0 = time.perf_counter()
     gdopt.fit(loss, params, gdopt.adam(LR), dev_data, epochs=1, batch_size=batch)
     first["gdopt.fit (one call, 1 epoch)"] = time.perf_counter() - t0
@@ -257,11 +260,6 @@ def torch_epoch(name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--fit-resmlp",
-        action="store_true",
-        help="also time gdopt.fit on resmlp (its compile takes many minutes, see the notes)",
-    )
     args = p.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 7)
     names = ["mlp", "digits"] if args.quick else ["mlp", "digits", "resmlp"]
@@ -272,14 +270,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results = []
     for name in names:
-        with_fit = name != "resmlp" or args.fit_resmlp
-        cases, first, steps = jax_cases(name, with_fit)
+        cases, first, steps = jax_cases(name)
         worker = RemoteWorker("benchmarks.train_throughput:torch_epoch", name=name)
         cases.update(worker.cases())
         first.update(worker.first_call_s)
         stats = time_cases(cases, rounds=rounds, min_round_s=0.3, warmup=1)
         worker.close()
         ref = stats["optax loop"]["median"]
+        ref_scan = stats["optax scan"]["median"]
         print(f"\n{name} ({steps} steps per epoch)")
         for label, st in stats.items():
             r = {
@@ -290,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "steps_per_s_min": steps / st["max"],
                 "steps_per_s_max": steps / st["min"],
                 "vs_optax_loop": ref / st["median"],
+                "vs_optax_scan": ref_scan / st["median"],
                 "first_call_s": first.get(label),
                 "stats_s_per_epoch": st,
             }
@@ -323,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{fmt(r['steps_per_s'])} [{fmt(r['steps_per_s_min'])}-"
                 f"{fmt(r['steps_per_s_max'])}]",
                 fmt(r["vs_optax_loop"]),
+                fmt(r["vs_optax_scan"]),
                 fmt(r["first_call_s"]),
             ]
             for r in results
@@ -333,18 +333,13 @@ def main(argv: list[str] | None = None) -> dict:
             for r in results
             if r["workload"] == name and r["loop"].startswith("gdopt.fit (one")
         )
-        note = (
-            f"`gdopt.fit(..., epochs=1)`: {fmt(fit_first)} s including its compile."
-            if fit_first is not None
-            else "gdopt.fit is not timed on resmlp by default: compiling its core "
-            "(make_train_fn) grows superlinearly with depth (measured on this machine: 29 s at "
-            "100 blocks, 168 s at 200, against 3 s and 10 s for the optax step in lax.scan); "
-            "pass --fit-resmlp to include it."
-        )
+        note = f"`gdopt.fit(..., epochs=1)`: {fmt(fit_first)} s including its compile."
         md += [
             f"## {name}",
             "",
-            markdown_table(["loop", "steps/s", "x optax loop", "first call s"], rows),
+            markdown_table(
+                ["loop", "steps/s", "x optax loop", "x optax scan", "first call s"], rows
+            ),
             "",
             note,
             "",

@@ -305,3 +305,126 @@ def test_fit_rejects_bad_data_and_params():
         gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=1, eval_data=(x[:3], y[:2]))
     with pytest.raises(TypeError, match=r"params\['n'\] has dtype int32"):
         gdopt.fit(_lsq_loss, {**_lsq_params(), "n": jnp.array(1)}, opt, (x, y), epochs=1)
+
+
+# ---------------------------------------------------------------- divergence, restore
+
+
+def test_fit_restores_the_epoch_start_when_params_overflow_with_a_finite_loss():
+    # tanh hides infinite parameters from the loss (tanh(±inf) = ±1): only the end-of-epoch
+    # check of the parameters can catch them, and fit then restores the epoch's start
+    loss = lambda p, b: 10.0 * jnp.sum(jnp.tanh(p["w"])) + 0.0 * jnp.sum(b)  # |g| > 1
+    params = {"w": jnp.array([0.1, -0.2, 0.3])}
+    data = jnp.zeros((8, 1))
+    res = gdopt.fit(loss, params, gdopt.sgd(3e38), data, epochs=5, batch_size=4)
+    assert res.diverged and res.epochs_run == 1 and res.steps_run == 0
+    np.testing.assert_array_equal(res.params["w"], params["w"])
+    assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(res.opt_state))
+    assert "diverged at epoch 1: the parameters became nan/inf" in res.stop_reason
+    assert "start of that epoch (after 0 steps)" in res.stop_reason
+    # a second epoch that overflows restores to the end of the first one
+    lr = lambda count: jnp.where(count < 2, 1e-3, 3e38)  # two good steps, then overflow
+    res = gdopt.fit(loss, params, gdopt.sgd(lr), data, epochs=5, batch_size=4)
+    assert res.diverged and res.epochs_run == 2 and res.steps_run == 2
+    first = gdopt.fit(loss, params, gdopt.sgd(lr), data, epochs=1, batch_size=4)
+    np.testing.assert_array_equal(res.params["w"], first.params["w"])
+
+
+def test_fit_divergence_state_flags_in_the_core():
+    train = make_train_fn(_lsq_loss, gdopt.sgd(5.0), n_epochs=50, batch_size=32)
+    params = _lsq_params()
+    state, hist = jax.jit(train)(
+        init_fit_state(params, gdopt.sgd(5.0).init(params)), _lsq_problem(), KEY
+    )
+    assert bool(state.diverged) and int(state.diverged_step) == int(state.step) + 1
+    assert int(state.diverged_epoch) == int(state.epoch)
+    assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(state.params))
+
+
+# ---------------------------------------------------------------- packed execution
+
+
+def _deep_problem(depth=40, width=8, seed=0):
+    """A residual MLP with 2 * depth parameter arrays (packed by default from 64)."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), depth + 2)
+    params = [
+        {"w": 0.3 * jax.random.normal(k, (width, width)), "b": jnp.zeros(width)}
+        for k in keys[:depth]
+    ]
+    x = jax.random.normal(keys[-2], (96, width))
+    y = jnp.sin(x) @ jax.random.normal(keys[-1], (width, width))
+
+    def loss(p, batch):
+        h = batch[0]
+        for layer in p:
+            h = h + 0.2 * jnp.tanh(h @ layer["w"] + layer["b"])
+        return jnp.mean((h - batch[1]) ** 2)
+
+    return loss, params, (x, y)
+
+
+def test_fit_packs_many_leaf_models_by_default_with_the_same_numbers():
+    loss, params, data = _deep_problem()
+    assert gdopt.engine.should_pack(params, gdopt.adam(1e-2))
+    kw = dict(epochs=6, batch_size=32, key=KEY, eval_data=data)
+    auto = gdopt.fit(loss, params, gdopt.adam(1e-2), data, **kw)
+    tree = gdopt.fit(loss, params, gdopt.adam(1e-2), data, pack=False, **kw)
+    assert jax.tree.structure(auto.params) == jax.tree.structure(params)
+    assert jax.tree.structure(auto.opt_state) == jax.tree.structure(tree.opt_state)
+    for a, b in zip(
+        jax.tree.leaves((auto.params, auto.opt_state)),
+        jax.tree.leaves((tree.params, tree.opt_state)),
+    ):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(auto.history.train_loss, tree.history.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(auto.history.eval_loss, tree.history.eval_loss, rtol=1e-5)
+    assert auto.history.train_loss[-1] < 0.5 * auto.history.train_loss[0]
+
+
+def test_fit_packed_continues_from_an_unpacked_state_and_keeps_bf16_moments():
+    loss, params, data = _deep_problem(depth=4)
+    opt = gdopt.adam(1e-2, mu_dtype=jnp.bfloat16)
+    kw = dict(batch_size=32, key=KEY)
+    first = gdopt.fit(loss, params, opt, data, epochs=2, pack=True, **kw)
+    assert first.opt_state.inner_state[0].mu[0]["w"].dtype == jnp.bfloat16
+    both = gdopt.fit(loss, params, opt, data, epochs=2, pack=False, **kw)
+    again = gdopt.fit(
+        loss, first.params, opt, data, epochs=1, pack=True, opt_state=first.opt_state, **kw
+    )
+    plain = gdopt.fit(
+        loss, both.params, opt, data, epochs=1, pack=False, opt_state=both.opt_state, **kw
+    )
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(plain.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_packed_with_a_per_leaf_optimizer_runs_leaf_by_leaf():
+    loss, params, data = _deep_problem(depth=3)
+    kw = dict(epochs=3, batch_size=32, key=KEY)
+    packed = gdopt.fit(loss, params, gdopt.lamb(1e-2), data, pack=True, **kw)
+    tree = gdopt.fit(loss, params, gdopt.lamb(1e-2), data, pack=False, **kw)
+    for a, b in zip(jax.tree.leaves(packed.params), jax.tree.leaves(tree.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_make_step_packed_matches_the_pytree_step_and_checks_its_input():
+    loss, params, data = _deep_problem(depth=3)
+    opt = gdopt.adamw(1e-2)
+    step = make_step(loss, opt, donate=False)
+    pstep = make_step(loss, opt, donate=False, pack=True)
+    p, s = params, opt.init(params)
+    q = gdopt.pack(params)
+    qs = gdopt.packing.packed_optimizer(opt).init(q)
+    for _ in range(3):
+        p, s, value = step(p, s, data)
+        q, qs, pvalue = pstep(q, qs, data)
+        np.testing.assert_allclose(pvalue, value, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(gdopt.unpack(q)), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match=r"make_step\(pack=True\): params must be packed"):
+        pstep(params, qs, data)
+
+
+def test_fit_rejects_a_bad_pack_argument():
+    with pytest.raises(TypeError, match="pack must be True, False or None"):
+        gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.1), _lsq_problem(), epochs=1, pack="yes")
