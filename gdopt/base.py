@@ -1,4 +1,4 @@
-"""The protocol: gradient transformations, hyperparameter types and their validation.
+"""The protocol: gradient transformations, their states, and the hyperparameter types.
 
 A gradient transformation is a pair of pure functions::
 
@@ -13,21 +13,21 @@ a gdopt optimizer can be dropped in wherever an optax one is used.
 
 Hyperparameters (learning rates, decay rates, ...) accept a Python number, a JAX array
 (possibly traced: sweeps under ``jax.vmap`` need no wrapper) or a schedule
-``f(count) -> value``. Values are validated only when they are concrete.
+``f(count) -> value``. The types below say what each accepts; the factories check concrete
+values against them (:mod:`gdopt._validation`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import math
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt._traits import Traits, with_traits
+from gdopt._validation import Integer, Interval
 from gdopt.tree import check_same_structure
 
 __all__ = [
@@ -36,39 +36,32 @@ __all__ = [
     "OptState",
     "Schedule",
     "ScalarOrSchedule",
+    "LearningRate",
+    "Decay",
+    "OptionalDecay",
+    "NonNegative",
+    "OptionalNonNegative",
+    "Positive",
+    "Unit",
+    "Real",
+    "Steps",
+    "OptionalSteps",
+    "Period",
+    "OptionalLearningRate",
+    "OptionalPositive",
+    "OpenUnit",
+    "DecayPair",
     "TransformInitFn",
     "TransformUpdateFn",
     "GradientTransformation",
+    "GradientTransformationExtraArgs",
     "EmptyState",
     "apply_updates",
+    "init_empty_state",
     "identity",
     "set_to_zero",
-    "is_concrete",
     "resolve",
-    "check_scalar",
-    "check_decay",
-    "check_learning_rate",
-    "check_nonnegative",
-    "safe_increment",
-    "validation_disabled",
 ]
-
-_VALIDATE = contextvars.ContextVar("gdopt_validate_hyperparams", default=True)
-
-
-@contextlib.contextmanager
-def validation_disabled():
-    """Within this context :func:`check_scalar` accepts anything.
-
-    Used when a transform is rebuilt inside ``update`` from values a schedule produced (a
-    decaying learning rate legitimately reaches 0); the user's own arguments are checked once,
-    when the optimizer is built.
-    """
-    token = _VALIDATE.set(False)
-    try:
-        yield
-    finally:
-        _VALIDATE.reset(token)
 
 
 Params = Any
@@ -80,6 +73,47 @@ OptState = Any
 Schedule = Callable[[jax.Array], Any]
 """A pure function ``count -> value`` (``count`` is the int32 step counter starting at 0)."""
 ScalarOrSchedule = float | int | jax.Array | np.ndarray | Schedule
+
+# The hyperparameter types: what a factory's argument accepts. A named optimizer keeps every
+# argument of these types in its state (see gdopt.named_optimizer).
+LearningRate = Annotated[ScalarOrSchedule, Interval(0.0, low_open=True)]
+"""A learning rate: a number > 0, an array or a schedule."""
+Decay = Annotated[float | jax.Array | Schedule, Interval(0.0, 1.0, high_open=True)]
+"""A decay rate or momentum coefficient in [0, 1)."""
+OptionalDecay = Annotated[
+    float | jax.Array | Schedule | None, Interval(0.0, 1.0, high_open=True, optional=True)
+]
+"""A decay rate in [0, 1), or ``None`` (the feature is off)."""
+NonNegative = Annotated[float | jax.Array | Schedule, Interval(0.0)]
+"""A constant >= 0 (``eps``, ``weight_decay``...)."""
+OptionalNonNegative = Annotated[float | jax.Array | Schedule | None, Interval(0.0, optional=True)]
+"""A constant >= 0, or ``None`` (the feature is off)."""
+Positive = Annotated[float | jax.Array | Schedule, Interval(0.0, low_open=True)]
+"""A constant > 0."""
+Unit = Annotated[float | jax.Array | Schedule, Interval(0.0, 1.0)]
+"""A fraction in [0, 1]."""
+Real = Annotated[float | jax.Array | Schedule, Interval()]
+"""Any finite number."""
+Steps = Annotated[int, Integer(1)]
+"""A count >= 1 that fixes a loop length or a period (static, not a hyperparameter)."""
+OptionalSteps = Annotated[int | None, Integer(1, optional=True)]
+"""A count >= 1, or ``None`` (the feature is off)."""
+Period = Annotated[int | jax.Array, Integer(1, dynamic=True)]
+"""An integer period >= 1 kept as a hyperparameter (an array in the state, as optax's)."""
+OptionalLearningRate = Annotated[
+    ScalarOrSchedule | None, Interval(0.0, low_open=True, optional=True)
+]
+"""A learning rate > 0, or ``None`` (the method's own default)."""
+OptionalPositive = Annotated[
+    float | jax.Array | Schedule | None, Interval(0.0, low_open=True, optional=True)
+]
+"""A constant > 0, or ``None`` (the feature is off)."""
+OpenUnit = Annotated[float | jax.Array | Schedule, Interval(0.0, 1.0, True, True)]
+"""A fraction in (0, 1), e.g. an interpolation weight."""
+DecayPair = Annotated[
+    tuple[float, float] | jax.Array, Interval(0.0, 1.0, high_open=True, schedule=False, length=2)
+]
+"""A pair ``(β1, β2)`` of decay rates in [0, 1)."""
 
 
 class TransformInitFn(Protocol):
@@ -117,6 +151,11 @@ class GradientTransformation(NamedTuple):
     update: TransformUpdateFn
 
 
+GradientTransformationExtraArgs = GradientTransformation
+"""optax's name for a transformation whose ``update`` takes keyword extras: in gdopt every
+transformation does, so this is :class:`GradientTransformation` itself."""
+
+
 class EmptyState(NamedTuple):
     """The state of a stateless transformation."""
 
@@ -151,6 +190,26 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         raise
 
 
+def init_empty_state(params: Params) -> EmptyState:
+    """The ``init`` of a stateless transformation: an :class:`EmptyState` whatever the params.
+
+    >>> init_empty_state({"w": 1.0})
+    EmptyState()
+    """
+    del params
+    return EmptyState()
+
+
+def _identity_update(updates, state, params=None, **extra):
+    del params, extra
+    return updates, state
+
+
+def _zero_update(updates, state, params=None, **extra):
+    del params, extra
+    return jax.tree.map(jnp.zeros_like, updates), state
+
+
 def identity() -> GradientTransformation:
     """A transformation that returns the updates unchanged and keeps no state.
 
@@ -158,119 +217,21 @@ def identity() -> GradientTransformation:
     >>> opt.update({"w": 1.0}, opt.init({"w": 0.0}))[0]
     {'w': 1.0}
     """
-
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None, **extra):
-        del params, extra
-        return updates, state
-
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init_empty_state, lambda *a, **k: _identity_update(*a, **k))
+    return with_traits(tx, Traits(packable=True, key=("identity",)))
 
 
 def set_to_zero() -> GradientTransformation:
-    """A transformation that turns every update into zeros (the parameters do not move)."""
+    """A transformation that turns every update into zeros (the parameters do not move).
 
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None, **extra):
-        del params, extra
-        return jax.tree.map(jnp.zeros_like, updates), state
-
-    return GradientTransformation(init, update)
-
-
-def is_concrete(value: Any) -> bool:
-    """True when ``value`` can be inspected on the host (it is not a tracer inside jit/vmap)."""
-    leaves = jax.tree.leaves(value)
-    return not any(isinstance(x, jax.core.Tracer) for x in leaves)
+    >>> opt = set_to_zero()
+    >>> float(opt.update({"w": jnp.array(3.0)}, opt.init(None))[0]["w"])
+    0.0
+    """
+    tx = GradientTransformation(init_empty_state, lambda *a, **k: _zero_update(*a, **k))
+    return with_traits(tx, Traits(packable=True, key=("set_to_zero",)))
 
 
 def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
     """Evaluate a hyperparameter at step ``count``: call it if it is a schedule."""
     return value(count) if callable(value) else value
-
-
-def check_scalar(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    allow_none: bool = False,
-) -> None:
-    """Validate a numeric hyperparameter when its value is concrete.
-
-    Schedules and traced values are not inspected (validation must never break tracing).
-    Raises ``ValueError`` that names the argument, the accepted range and the value given,
-    and ``TypeError`` when the value is not a number.
-
-    Args:
-      name: the argument's name, as the user wrote it.
-      value: the value to check.
-      low, high: the bounds; ``low_open``/``high_open`` exclude them.
-      allow_none: accept ``None``.
-
-    >>> check_scalar("learning_rate", -1.0, low=0.0, low_open=True)
-    Traceback (most recent call last):
-    ...
-    ValueError: learning_rate must be a finite number in (0, inf), got -1.0.
-    """
-    if not _VALIDATE.get():
-        return
-    if value is None:
-        if allow_none:
-            return
-        raise TypeError(f"{name} must be a number, an array or a schedule, got None.")
-    if callable(value) or not is_concrete(value):
-        return
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a number, got the bool {value!r}.")
-    try:
-        arr = np.asarray(value)
-    except Exception as e:  # pragma: no cover - exotic objects
-        raise TypeError(f"{name} must be a number, an array or a schedule, got {value!r}.") from e
-    if not (np.issubdtype(arr.dtype, np.number)):
-        raise TypeError(
-            f"{name} must be a number, an array or a schedule, got {type(value).__name__} "
-            f"{value!r}."
-        )
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    rng = f"{'(' if low is None or low_open else '['}{lo}, {hi}{')' if high is None or high_open else ']'}"
-    shown = value if arr.ndim == 0 else arr
-    msg = f"{name} must be a finite number in {rng}, got {shown}."
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(msg)
-    if low is not None and (np.any(arr <= low) if low_open else np.any(arr < low)):
-        raise ValueError(msg)
-    if high is not None and (np.any(arr >= high) if high_open else np.any(arr > high)):
-        raise ValueError(msg)
-
-
-def check_decay(name: str, value: Any) -> None:
-    """Validate a decay rate / momentum coefficient: concrete values must lie in [0, 1)."""
-    check_scalar(name, value, low=0.0, high=1.0, high_open=True)
-
-
-def check_learning_rate(value: Any, name: str = "learning_rate") -> None:
-    """Validate a learning rate: concrete values must be finite and > 0."""
-    check_scalar(name, value, low=0.0, low_open=True)
-
-
-def check_nonnegative(name: str, value: Any) -> None:
-    """Validate a constant that must be finite and >= 0 (``eps``, ``weight_decay``...)."""
-    check_scalar(name, value, low=0.0)
-
-
-def safe_increment(count: jax.Array) -> jax.Array:
-    """``count + 1``, saturating at the dtype's maximum instead of wrapping around."""
-    count = jnp.asarray(count)
-    top = jnp.iinfo(count.dtype).max if jnp.issubdtype(count.dtype, jnp.integer) else math.inf
-    return jnp.where(count < top, count + 1, count)

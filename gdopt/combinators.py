@@ -18,6 +18,14 @@ from typing import Any, NamedTuple
 
 import jax
 
+from gdopt._traits import (
+    Traits,
+    all_packable,
+    check_transform,
+    combined_key,
+    traits_of,
+    with_traits,
+)
 from gdopt.base import GradientTransformation, set_to_zero
 from gdopt.tree import check_same_structure, mask_leaves, tree_leaves_with_path
 
@@ -42,15 +50,6 @@ def _select(tree: Any, flags: list[bool]) -> Any:
     return treedef.unflatten([x if f else None for x, f in zip(leaves, flags, strict=True)])
 
 
-def _check_transform(t: Any, where: str) -> None:
-    if not (hasattr(t, "init") and hasattr(t, "update") and callable(t.init)):
-        raise TypeError(
-            f"{where} must be a GradientTransformation (an (init, update) pair), got "
-            f"{type(t).__name__}. Did you pass an optimizer factory without calling it, "
-            "e.g. gdopt.adam instead of gdopt.adam(1e-3)?"
-        )
-
-
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Apply ``transforms`` one after the other; the state is the tuple of their states.
 
@@ -70,7 +69,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     -1.0
     """
     for i, t in enumerate(transforms):
-        _check_transform(t, f"chain argument {i}")
+        check_transform(t, f"chain argument {i}")
 
     def init(params):
         return tuple(t.init(params) for t in transforms)
@@ -88,7 +87,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    traits = Traits(
+        packable=all_packable(transforms), key=lambda: combined_key("chain", transforms)
+    )
+    return with_traits(GradientTransformation(init, update), traits)
 
 
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
@@ -124,7 +126,7 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
                 f"named_chain argument {i} must be a (name, transformation) pair with a str "
                 f"name, got {pair!r}."
             )
-        _check_transform(pair[1], f"named_chain argument {i} ({pair[0]!r})")
+        check_transform(pair[1], f"named_chain argument {i} ({pair[0]!r})")
         names.append(pair[0])
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -145,7 +147,11 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
             updates, new_state[name] = t.update(updates, state[name], params, **extra)
         return updates, new_state
 
-    return GradientTransformation(init, update)
+    parts = [t for _, t in transforms]
+    traits = Traits(
+        packable=all_packable(parts), key=lambda: combined_key("named_chain", parts, tuple(names))
+    )
+    return with_traits(GradientTransformation(init, update), traits)
 
 
 class MaskedState(NamedTuple):
@@ -179,7 +185,7 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
     >>> (float(u["w"]), float(u["b"]))
     (10.0, 1.0)
     """
-    _check_transform(inner, "masked's inner")
+    check_transform(inner, "masked's inner")
 
     def init(params):
         flags = mask_leaves(mask, params)
@@ -196,7 +202,10 @@ def masked(inner: GradientTransformation, mask: Any) -> GradientTransformation:
         out = [n if f else u for u, n, f in zip(leaves, sub_leaves, flags, strict=False)]
         return treedef.unflatten(out), MaskedState(inner_state=inner_state)
 
-    return GradientTransformation(init, update)
+    # a mask that selects leaves makes the rule depend on how the parameters are split
+    packable = isinstance(mask, bool) and traits_of(inner).packable
+    traits = Traits(packable=packable, key=lambda: combined_key("masked", [inner], mask))
+    return with_traits(GradientTransformation(init, update), traits)
 
 
 class PartitionState(NamedTuple):
@@ -276,7 +285,7 @@ def partition(
             f"{type(transforms).__name__}."
         )
     for label, t in transforms.items():
-        _check_transform(t, f"partition's transforms[{label!r}]")
+        check_transform(t, f"partition's transforms[{label!r}]")
 
     def init(params):
         labels = _resolve_labels(param_labels, params, transforms)
@@ -312,7 +321,10 @@ def partition(
             out = [n if f else o for o, n, f in zip(out, sub_leaves, flags, strict=True)]
         return treedef.unflatten(out), PartitionState(inner_states=new_states)
 
-    return GradientTransformation(init, update)
+    labels = tuple(transforms)
+    parts = [transforms[k] for k in labels]
+    key = lambda: combined_key("partition", parts, labels, param_labels)  # noqa: E731
+    return with_traits(GradientTransformation(init, update), Traits(packable=False, key=key))
 
 
 def multi_transform(
@@ -379,7 +391,7 @@ def selective_transform(
     >>> size(opt.init(p)) == size(gdopt.adam(0.1).init({"w": p["w"]}))   # nothing for emb
     True
     """
-    _check_transform(optimizer, "selective_transform's optimizer")
+    check_transform(optimizer, "selective_transform's optimizer")
 
     def labels(params):
         flags = mask_leaves(freeze_mask, params, "freeze_mask")

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt.base import check_nonnegative, check_scalar
+from gdopt._validation import check_nonnegative, check_scalar
 
 __all__ = [
     "DataSplit",

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt.base import Params, check_nonnegative, is_concrete
+from gdopt._validation import check_nonnegative, is_concrete
+from gdopt.base import Params
 from gdopt.tree import tree_l2_norm
 
 __all__ = [

@@ -5,47 +5,31 @@ flattening the pytree, passing thousands of arrays into and out of the compiled 
 small fused loop per array. Packing removes them: :func:`pack` copies the leaves of a pytree
 into one flat buffer per dtype and records where each leaf lives in a static, hashable
 :class:`PackSpec`; :func:`unpack` gives the pytree back as slices of those buffers (inside
-``jit`` they are fused into their consumers or lowered to cheap slices). Differentiating
-through :func:`unpack` gives the gradient packed, as one concatenated buffer per dtype.
+``jit`` they are fused into their consumers or lowered to cheap slices).
 
 Optimizers run on the packed buffers through :func:`packed_optimizer`:
 
-* an **elementwise** optimizer (one whose update at each coordinate depends only on that
-  coordinate's gradient, state and parameter, and on scalars such as the step count: sgd,
-  momentum, Adam, AdamW without a mask, RMSprop, AdaGrad...) computes exactly the same
-  numbers on a flat buffer as leaf by leaf, so its state is created on the buffers directly
-  (``state.mu`` is then a :class:`Packed` too: ``unpack(state.mu)`` shows it per parameter);
-* any other optimizer (per-leaf norms: LAMB, LARS, block RMS clipping, Muon, Adafactor;
-  masks and partitions by leaf; noise) never runs on the flat buffer: the buffers are unpacked,
-  the optimizer runs leaf by leaf with its state kept per leaf, and the updates are packed
-  again. Both give the same numbers; only speed differs.
+* a **packable** optimizer (:func:`is_packable`: one whose update does not depend on how the
+  parameters are split into arrays: coordinate-by-coordinate rules such as sgd, momentum,
+  Adam, RMSprop, Lion, and reductions over all parameters such as global-norm clipping or
+  Prodigy's sums) computes the same numbers on a flat buffer as leaf by leaf, so its state
+  is created on the buffers directly (``state[0].mu`` is then a :class:`Packed` too);
+* any other optimizer (per-array norms: LAMB, LARS, block RMS clipping, Muon, Adafactor;
+  masks and partitions by leaf; per-array noise) never runs on the flat buffer: the buffers
+  are unpacked, the optimizer runs leaf by leaf with its state kept per leaf, and the
+  updates are packed again. Both give the same numbers; only speed differs.
 
-How gdopt knows: transformations built by gdopt carry an *elementwise* marker
-(:func:`gdopt.mark_elementwise`, :func:`gdopt.is_elementwise`); an unmarked transformation is
-treated as non-elementwise. A marker is also checked: before the first packed update the
-update is traced and every operation that touches a buffer must be elementwise (arithmetic,
-comparisons, ``where``, casts, broadcasts of scalars); a reduction, reshape, slice, dot,
-random draw... raises ``ValueError`` instead of silently mixing parameters.
+Packability is a property every gdopt transformation carries and every combinator
+propagates (a ``chain`` is packable when all its parts are); a transformation gdopt did not
+build counts as not packable unless :func:`mark_packable` says otherwise.
 
 What packing costs: XLA has no views of part of a buffer, so a leaf that feeds a matrix
-product is copied out of its buffer in the forward pass, and the backward pass concatenates
-the leaves' gradients into the packed gradient (one more parameter-sized buffer than per-leaf
-gradients when there is more than one leaf). Elementwise consumers read the buffer directly.
-What it saves: per-array costs of the optimizer step (one fused loop per buffer instead of
-one per leaf; a handful of arrays across the ``jit`` boundary instead of thousands) and
-compile time. Measured on 2 CPU cores (``benchmarks/results``): the Adam step on 4,194,304
-parameters in 1,024 leaves runs about 5x faster packed than optax's and compiles about 50x
-faster; in a training loop compiled with ``lax.scan``, a 1,000-array residual MLP trained
-about 7% faster packed, softmax regression about as fast, and an MLP of three large layers
-(784-512-512-10) about 35% slower (the copies above). Pack models with many small leaves.
-
-Passes over memory (XLA:CPU, jaxlib 0.10.2): XLA on CPU has no multi-output loop fusion, so a
-compiled step writes each parameter-sized output in its own loop: SGD 1, momentum 2,
-RMSprop 2, AdaGrad 2, Adam/AdamW 3 (new ``m``, new ``v``, new parameters from them), centered
-RMSprop with momentum 4; the same counts as optax. A one-pass Adam (blocks of the buffers
-updated in place inside one compiled loop) was measured and dropped: XLA:CPU runs in-place
-``dynamic_update_slice`` loops on one thread, so the single pass was no faster than three
-passes on two threads (``python -m benchmarks.fusion`` measures both).
+product is copied out of its buffer in the forward pass, and the gradient is written into
+the packed buffer after the backward pass. What it saves: per-array costs of the optimizer
+step and of the compiled program's interface, and compile time.
+:func:`layout_for` (used by :func:`gdopt.fit`) packs by default from
+:data:`AUTO_PACK_MIN_LEAVES` arrays on; ``benchmarks/results`` has the measurements behind
+that threshold.
 
 >>> import gdopt, jax, jax.numpy as jnp
 >>> from gdopt.packing import pack, unpack, packed_optimizer, update_and_apply
@@ -76,9 +60,9 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt._traits import Traits, traits_of, with_traits
 from gdopt.base import GradientTransformation, apply_updates
-from gdopt.transforms._core import is_elementwise, mark_elementwise
-from gdopt.tree import check_same_structure, key_path_str
+from gdopt.tree import check_same_structure, key_path_str, tree_all_finite
 
 __all__ = [
     "PackSpec",
@@ -88,8 +72,16 @@ __all__ = [
     "packed_optimizer",
     "update_and_apply",
     "check_elementwise",
+    "is_packable",
+    "mark_packable",
+    "is_elementwise",
+    "mark_elementwise",
     "pack_state",
     "unpack_state",
+    "AUTO_PACK_MIN_LEAVES",
+    "should_pack",
+    "Layout",
+    "layout_for",
 ]
 
 
@@ -147,10 +139,14 @@ class PackSpec:
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers (in the dtypes they were packed with)."""
-        return int(sum(n * np.dtype(d).itemsize for n, d in zip(self.sizes, self.dtypes)))
+        return int(
+            sum(n * np.dtype(d).itemsize for n, d in zip(self.sizes, self.dtypes, strict=True))
+        )
 
     def __repr__(self) -> str:
-        bufs = ", ".join(f"{np.dtype(d).name}[{n}]" for d, n in zip(self.dtypes, self.sizes))
+        bufs = ", ".join(
+            f"{np.dtype(d).name}[{n}]" for d, n in zip(self.dtypes, self.sizes, strict=True)
+        )
         return f"PackSpec({self.num_leaves} leaves in {len(self.sizes)} buffer(s): {bufs})"
 
 
@@ -256,7 +252,9 @@ def _leaves_for(tree: Any, spec: PackSpec) -> list[jax.Array]:
             f"pack: the tree's structure {treedef} differs from the spec's {spec.treedef}."
         )
     out = []
-    for x, (b, _, shape), path in zip(leaves, spec.slots, spec.paths or [""] * len(leaves)):
+    for x, (b, _, shape), path in zip(
+        leaves, spec.slots, spec.paths or [""] * len(leaves), strict=True
+    ):
         a = jnp.asarray(x)
         if tuple(a.shape) != shape:
             raise ValueError(
@@ -312,11 +310,10 @@ def pack(tree: Any, spec: PackSpec | None = None) -> Packed:
 def _join(parts: list[jax.Array], size: int, dtype: Any) -> jax.Array:
     """The parts raveled and laid end to end in one buffer of ``size`` elements.
 
-    Not ``jnp.concatenate`` of raveled parts: XLA:CPU (jaxlib 0.10.2) fuses the ravel of a
-    multi-dimensional part into the concatenation and recomputes the multi-dimensional index
-    of every element, about 10x slower than a copy (2.7 ms instead of 0.27 ms for an MLP's
-    0.67M gradient entries; inside a training step it made the packed MLP 6x slower). Runs of
-    1-D parts are concatenated (fast), and each multi-dimensional part is raveled behind an
+    Not ``jnp.concatenate`` of raveled parts: XLA:CPU fuses the ravel of a multi-dimensional
+    part into the concatenation and recomputes the multi-dimensional index of every element,
+    an order of magnitude slower than a copy (``benchmarks/results``). Runs of 1-D parts are
+    concatenated, and each multi-dimensional part is raveled behind an
     ``optimization_barrier`` (a free bitcast) and written with ``dynamic_update_slice``.
     """
     if len(parts) == 1:
@@ -503,7 +500,54 @@ def check_elementwise(
 
 _PACKED_ATTR = "__gdopt_packed_mode__"
 _INNER_ATTR = "__gdopt_packed_inner__"
-_GUARDED: weakref.WeakKeyDictionary[Callable, set] = weakref.WeakKeyDictionary()
+
+
+def is_packable(transform: GradientTransformation) -> bool:
+    """Whether ``transform``'s update is independent of how the parameters are split into
+    arrays, so it may run on packed buffers (see :mod:`gdopt._traits`).
+
+    Coordinate-by-coordinate rules (sgd, Adam, RMSprop, Lion...) and reductions over all
+    parameters (global-norm clipping, Prodigy's sums) are; per-array norms, masks and
+    partitions by leaf, per-array random draws and shape-dependent rules are not. The
+    property composes: a ``chain`` is packable when all its parts are.
+
+    >>> import gdopt
+    >>> is_packable(gdopt.chain(gdopt.clip_by_global_norm(1.0), gdopt.adam(1e-3)))
+    True
+    >>> is_packable(gdopt.lamb(1e-3)), is_packable(gdopt.adamw(1e-3, mask=lambda p: p))
+    (False, False)
+    """
+    return traits_of(transform).packable
+
+
+def mark_packable(transform: GradientTransformation) -> GradientTransformation:
+    """Declare that ``transform`` (one gdopt did not build) is packable.
+
+    Only correct when its update computes the same numbers on parameters packed into one
+    flat buffer per dtype as leaf by leaf: coordinate-by-coordinate maps and reductions over
+    all parameters. gdopt's own transformations already carry the property.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> t = gdopt.GradientTransformation(lambda p: (), lambda u, s, p=None, **kw: (u, s))
+    >>> is_packable(t), is_packable(mark_packable(t))
+    (False, True)
+    """
+    if not (hasattr(transform, "init") and hasattr(transform, "update")):
+        raise TypeError(
+            f"mark_packable expects a GradientTransformation, got {type(transform).__name__}."
+        )
+    traits = traits_of(transform)
+    return with_traits(transform, Traits(packable=True, key=traits.key, factory=traits.factory))
+
+
+def is_elementwise(transform: GradientTransformation) -> bool:
+    """The former name of :func:`is_packable` (kept for compatibility)."""
+    return is_packable(transform)
+
+
+def mark_elementwise(transform: GradientTransformation) -> GradientTransformation:
+    """The former name of :func:`mark_packable` (kept for compatibility)."""
+    return mark_packable(transform)
 
 
 def _require_packed(x: Any, name: str, spec: PackSpec | None = None) -> None:
@@ -565,7 +609,7 @@ def packed_optimizer(
         if elementwise is None or bool(elementwise) == (mode == "flat"):
             return opt
         opt = getattr(opt.update, _INNER_ATTR)
-    flat = is_elementwise(opt) if elementwise is None else bool(elementwise)
+    flat = is_packable(opt) if elementwise is None else bool(elementwise)
     if flat:
 
         def init(params):
@@ -576,10 +620,9 @@ def packed_optimizer(
             _require_packed(updates, "updates")
             if params is not None:
                 _require_packed(params, "params", updates.spec)
-            _guard(opt, updates, state, params, extra)
             return opt.update(updates, state, params, **extra)
 
-        out = mark_elementwise(GradientTransformation(init, update))
+        out = with_traits(GradientTransformation(init, update), Traits(packable=True))
         setattr(out.update, _PACKED_ATTR, "flat")
         setattr(out.update, _INNER_ATTR, opt)
         return out
@@ -599,18 +642,6 @@ def packed_optimizer(
     setattr(update_leafwise, _PACKED_ATTR, "leafwise")
     setattr(update_leafwise, _INNER_ATTR, opt)
     return GradientTransformation(init_leafwise, update_leafwise)
-
-
-def _guard(opt, updates, state, params, extra) -> None:
-    """check_elementwise once per (transformation, input signature)."""
-    key = _signature((updates, state, params, extra))
-    try:
-        seen = _GUARDED.setdefault(opt.update, set())
-    except TypeError:  # not weak-referenceable: check every time
-        seen = set()
-    if key not in seen:
-        check_elementwise(opt, updates if params is None else params, state, **extra)
-        seen.add(key)
 
 
 # ----------------------------------------------------------------------------- one step
@@ -712,3 +743,137 @@ def pack_state(state: Any, like: Any) -> Any:
         raise ValueError(
             f"pack_state: the state does not have the structure of the packed state: {e}"
         ) from None
+
+
+# ----------------------------------------------------------------------------- layouts
+
+#: :func:`layout_for` packs by default from this many parameter arrays on.
+AUTO_PACK_MIN_LEAVES = 64
+
+
+def should_pack(params: Any, optimizer: GradientTransformation) -> bool:
+    """Whether training packs by default: a packable optimizer and at least
+    :data:`AUTO_PACK_MIN_LEAVES` parameter arrays.
+
+    Packing replaces the optimizer's per-array loops by one loop per buffer, but costs a copy
+    of each matrix out of its buffer in the forward pass and one write of each gradient into
+    the packed gradient: it pays off for models with many small arrays, not for a few large
+    ones (``benchmarks/results/train_throughput.md``).
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> should_pack([jnp.zeros(3)] * 100, gdopt.adam(1e-3)), should_pack([jnp.zeros(3)] * 4, gdopt.adam(1e-3))
+    (True, False)
+    >>> should_pack([jnp.zeros(3)] * 100, gdopt.lamb(1e-3))   # per-array trust ratios
+    False
+    """
+    return is_packable(optimizer) and len(jax.tree.leaves(params)) >= AUTO_PACK_MIN_LEAVES
+
+
+class Layout:
+    """How a training loop holds the parameters: as the user's pytree, or packed.
+
+    The engine sees only this interface, whichever way the parameters are laid out:
+    ``carry`` turns the user's parameters into what the compiled loop carries and
+    ``restore`` turns them back; ``loss`` and ``value_and_grad`` wrap a loss of the user's
+    pytree into a loss of the carried parameters; ``optimizer`` is the optimizer to run on
+    them, ``carry_state``/``restore_state`` convert an optimizer state, and ``all_finite``
+    checks the carried parameters in as few reductions as possible.
+
+    Attributes:
+      packed: whether the parameters are carried packed.
+    """
+
+    packed = False
+
+    def carry(self, params: Any) -> Any:
+        """The user's parameters as the loop carries them."""
+        return params
+
+    def restore(self, params: Any) -> Any:
+        """Carried parameters back as the user's pytree."""
+        return params
+
+    def loss(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn(params, batch)`` of the user's pytree as a function of carried parameters."""
+        return fn
+
+    def value_and_grad(self, fn: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+        """``jax.value_and_grad`` of ``fn`` with respect to carried parameters."""
+        return jax.value_and_grad(fn, has_aux=has_aux)
+
+    def optimizer(self, opt: GradientTransformation) -> GradientTransformation:
+        """The transformation that updates carried parameters."""
+        return opt
+
+    def carry_state(self, opt: GradientTransformation, params: Any, opt_state: Any) -> Any:
+        """An optimizer state of the user's parameters, for carried ``params``."""
+        del opt, params
+        return opt_state
+
+    def restore_state(self, opt_state: Any) -> Any:
+        """A carried optimizer state back in the layout ``opt.init`` gives the user."""
+        return opt_state
+
+    def all_finite(self, params: Any) -> jax.Array:
+        """Whether every carried parameter is finite (a scalar bool).
+
+        The leaves are packed first (one copy): one reduction per dtype instead of one per
+        leaf, which on XLA:CPU costs both compile time and run time for models with many
+        arrays.
+        """
+        return tree_all_finite(pack(params))
+
+
+class _PackedLayout(Layout):
+    packed = True
+
+    def carry(self, params: Any) -> Packed:
+        return pack(params)
+
+    def restore(self, params: Any) -> Any:
+        return unpack(params)
+
+    def loss(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda params, *args: fn(unpack(params), *args)
+
+    def value_and_grad(self, fn: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+        # The gradient is taken with respect to the unpacked leaves and then packed, not by
+        # differentiating through ``unpack``, whose transpose is a concatenation that XLA:CPU
+        # runs much slower than ``pack``'s copies when the leaves are matrices.
+        grad_fn = jax.value_and_grad(fn, has_aux=has_aux)
+
+        def packed_grad(params: Packed, *args: Any):
+            out, grads = grad_fn(unpack(params), *args)
+            return out, pack(grads, params.spec)
+
+        return packed_grad
+
+    def optimizer(self, opt: GradientTransformation) -> GradientTransformation:
+        return packed_optimizer(opt)
+
+    def carry_state(self, opt: GradientTransformation, params: Any, opt_state: Any) -> Any:
+        return pack_state(opt_state, jax.eval_shape(packed_optimizer(opt).init, params))
+
+    def restore_state(self, opt_state: Any) -> Any:
+        return unpack_state(opt_state)
+
+    def all_finite(self, params: Any) -> jax.Array:
+        return tree_all_finite(params)
+
+
+TREE = Layout()
+PACKED = _PackedLayout()
+
+
+def layout_for(params: Any, optimizer: GradientTransformation, pack: bool | None = None) -> Layout:
+    """The layout a training loop should use: packed when ``pack`` says so, or by default
+    when :func:`should_pack` does.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> layout_for([jnp.zeros(3)] * 100, gdopt.adam(1e-3)).packed
+    True
+    """
+    if pack not in (None, True, False):
+        raise TypeError(f"pack must be True, False or None (decide), got {pack!r}.")
+    packed = should_pack(params, optimizer) if pack is None else pack
+    return PACKED if packed else TREE

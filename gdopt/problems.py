@@ -22,7 +22,8 @@ import numpy as np
 from gdopt import data as _data
 from gdopt import losses as _losses
 from gdopt import models as _models
-from gdopt.base import Params, check_scalar
+from gdopt._validation import check_scalar
+from gdopt.base import Params
 
 __all__ = [
     "rosenbrock",

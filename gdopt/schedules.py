@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt.base import GradientTransformation, Schedule, check_scalar, is_concrete, safe_increment
+from gdopt._numerics import safe_increment
+from gdopt._validation import check_scalar, is_concrete
+from gdopt.base import GradientTransformation, Schedule
 
 __all__ = [
     "constant_schedule",

@@ -196,7 +196,8 @@ def check_same_structure(
     ...
     ValueError: grads and params differ in structure: grads has ['w'] where params has no such leaf ...
     """
-    sa, sb = jax.tree.structure(a), jax.tree.structure(b)
+    la, sa = jax.tree.flatten(a)
+    lb, sb = jax.tree.flatten(b)
     na, nb = names
     if sa != sb:
         da, db = _describe(a), _describe(b)
@@ -218,15 +219,15 @@ def check_same_structure(
             f"{na} and {nb} differ in container types with the same key paths:\n"
             f"  {na}: {sa}\n  {nb}: {sb}"
         )
-    if check_shapes:
-        for (path, x), y in zip(tree_leaves_with_path(a), jax.tree.leaves(b), strict=False):
-            if x is None or y is None:
-                continue
-            if np.shape(x) != np.shape(y):
-                raise ValueError(
-                    f"{na} and {nb} differ in shape at {path}: {na} has shape "
-                    f"{np.shape(x)}, {nb} has shape {np.shape(y)}."
-                )
+    if not check_shapes:
+        return
+    for i, (x, y) in enumerate(zip(la, lb, strict=True)):
+        if np.shape(x) != np.shape(y):
+            path = tree_leaves_with_path(a)[i][0]
+            raise ValueError(
+                f"{na} and {nb} differ in shape at {path}: {na} has shape "
+                f"{np.shape(x)}, {nb} has shape {np.shape(y)}."
+            )
 
 
 def check_float_leaves(tree: PyTree, name: str = "params") -> None:

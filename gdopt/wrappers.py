@@ -1,44 +1,44 @@
 """Wrappers: transformations that change how another transformation is run.
 
-``with_hyperparams`` / ``inject_hyperparams`` keep an optimizer's numeric hyperparameters in
-its state, so they can be read (:func:`get_hyperparams`), changed without recompiling
-(:func:`set_hyperparams`), scheduled, and vmapped over. Every named gdopt optimizer is built
-with it.
-
-The others wrap an inner transformation: :func:`apply_if_finite` skips non-finite steps,
+Each wraps an inner transformation: :func:`apply_if_finite` skips non-finite steps,
 :func:`accumulate` (and the optax-compatible :class:`MultiSteps`) accumulates gradients over
 micro-batches, :func:`lookahead` keeps slow weights, :func:`ema_params` keeps a moving average
-of the parameters.
+of the parameters, and :func:`schedule_free` replaces a base optimizer's momentum by
+schedule-free interpolation and averaging.
+
+Every wrapper is packable (:mod:`gdopt.packing`) when its inner transformation is (and,
+for :func:`accumulate`, no ``should_skip_update_fn`` is given): what a wrapper adds is
+coordinatewise or a reduction over all parameters (the finiteness test). Its key
+(:class:`gdopt._traits.Traits`) combines the inner transformation's key with the wrapper's
+own arguments.
+
+Branches (``lax.cond``) run as plain Python branches when their predicate is concrete, so
+an eager step compiles nothing after the first one.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from gdopt.base import (
-    GradientTransformation,
-    check_decay,
-    check_scalar,
-    is_concrete,
+from gdopt import _control as control
+from gdopt._numerics import (
+    cast_tree_like,
+    map_leaves,
     safe_increment,
-    validation_disabled,
+    scalar_dtype,
+    tree_map,
 )
-from gdopt.combinators import _check_transform
-from gdopt.transforms._core import _map
-from gdopt.tree import check_float_leaves, check_same_structure, tree_all_finite
+from gdopt._traits import wrapper
+from gdopt._validation import Integer, Interval, need_params
+from gdopt.base import GradientTransformation, ScalarOrSchedule, Steps, resolve
+from gdopt.hyperparams import HyperparamsState
+from gdopt.tree import tree_all_finite
 
 __all__ = [
-    "InjectHyperparamsState",
-    "with_hyperparams",
-    "inject_hyperparams",
-    "get_hyperparams",
-    "set_hyperparams",
     "ApplyIfFiniteState",
     "apply_if_finite",
     "MultiStepsState",
@@ -48,265 +48,26 @@ __all__ = [
     "lookahead",
     "EmaParamsState",
     "ema_params",
+    "ScheduleFreeState",
+    "schedule_free",
+    "schedule_free_eval_params",
 ]
-
-
-class InjectHyperparamsState(NamedTuple):
-    """State of an optimizer whose hyperparameters live in its state.
-
-    Attributes:
-      count: number of updates done (int32), the argument given to schedules.
-      hyperparams: ``{name: value}``, the values used by the latest update (at init: the
-        values for step 0). Edit them with :func:`set_hyperparams`.
-      inner_state: the state of the wrapped transformation.
-    """
-
-    count: jax.Array
-    hyperparams: dict
-    inner_state: Any
-
-
-def _as_hyperparam(value: Any, dtype: Any) -> jax.Array:
-    value = jnp.asarray(value)
-    if dtype is not None:
-        return value.astype(dtype)
-    if jnp.issubdtype(value.dtype, jnp.floating):
-        return value.astype(jnp.result_type(float)) if value.dtype != jnp.bfloat16 else value
-    return value
-
-
-def with_hyperparams(
-    build: Callable[..., GradientTransformation],
-    hyperparams: Mapping[str, Any],
-    *,
-    hyperparam_dtype: Any = None,
-    check_params: bool = True,
-) -> GradientTransformation:
-    """Run ``build(**hyperparams)`` with the hyperparameters held in the state.
-
-    Each hyperparameter may be a number, an array (possibly traced) or a schedule
-    ``count -> value``. Numbers and arrays are stored in the state at ``init`` and read back
-    from it at every ``update`` (so :func:`set_hyperparams` changes them without a
-    recompile); schedules are evaluated at the step counter and the value used is recorded.
-
-    Args:
-      build: ``build(**values) -> GradientTransformation``; called at trace time with arrays.
-      hyperparams: ``{name: number | array | schedule}``.
-      hyperparam_dtype: dtype of the stored values (default: the default float dtype).
-      check_params: check at ``init`` that the params are floating point and at ``update``
-        that grads and params have the same structure (errors name the key path).
-
-    Returns:
-      A transformation whose state is an :class:`InjectHyperparamsState`.
-
-    >>> import gdopt, jax.numpy as jnp
-    >>> opt = with_hyperparams(lambda lr: gdopt.scale(-lr), {"lr": 0.5})
-    >>> state = opt.init({"w": jnp.zeros(())})
-    >>> float(get_hyperparams(state)["lr"])
-    0.5
-    """
-    hyperparams = dict(hyperparams)
-    schedules = {k: v for k, v in hyperparams.items() if callable(v)}
-
-    def values_at(count, stored=None):
-        out = {}
-        for k, v in hyperparams.items():
-            if k in schedules:
-                out[k] = _as_hyperparam(v(count), hyperparam_dtype)
-            elif stored is not None:
-                out[k] = stored[k]
-            else:
-                out[k] = _as_hyperparam(v, hyperparam_dtype)
-        return out
-
-    def init(params):
-        if check_params:
-            check_float_leaves(params)
-        count = jnp.zeros([], jnp.int32)
-        values = values_at(count)
-        with validation_disabled():
-            inner = build(**values)
-        # Strongly typed state: a weakly typed leaf (``jnp.asarray(0.7)``) would give weakly
-        # typed moments that turn strong after the first update, which recompiles a jitted
-        # step and breaks a ``lax.scan`` carry.
-        inner_state = jax.tree.map(
-            lambda x: jnp.asarray(x, x.dtype) if getattr(x, "weak_type", False) else x,
-            inner.init(params),
-        )
-        return InjectHyperparamsState(count=count, hyperparams=values, inner_state=inner_state)
-
-    def update(updates, state, params=None, **extra):
-        if check_params and params is not None:
-            check_same_structure(updates, params, ("grads", "params"))
-        values = values_at(state.count, state.hyperparams)
-        with validation_disabled():
-            inner = build(**values)
-        new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-        return new_updates, InjectHyperparamsState(
-            count=safe_increment(state.count), hyperparams=values, inner_state=inner_state
-        )
-
-    return GradientTransformation(init, update)
-
-
-def _is_hyperparam(value: Any) -> bool:
-    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, str):
-        return False
-    if callable(value):
-        return True
-    if isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
-        return not isinstance(value, np.ndarray) or np.issubdtype(value.dtype, np.number)
-    return False
-
-
-def inject_hyperparams(
-    inner_factory: Callable[..., GradientTransformation],
-    static_args: str | tuple[str, ...] = (),
-    hyperparam_dtype: Any = None,
-) -> Callable[..., GradientTransformation]:
-    """Wrap an optimizer factory so that its numeric arguments live in the state.
-
-    Arguments that are numbers, arrays or callables (schedules) become hyperparameters,
-    except those named in ``static_args``; booleans, ``None``, strings and dtypes stay
-    static. gdopt's named optimizers already keep their hyperparameters in their state, so
-    this is for factories of your own (and for code written against optax's function).
-
-    Args:
-      inner_factory: a function returning a ``GradientTransformation``.
-      static_args: names of arguments never to treat as hyperparameters.
-      hyperparam_dtype: dtype of the stored values.
-
-    Returns:
-      A function with the factory's signature.
-
-    >>> import gdopt
-    >>> def my_sgd(learning_rate):
-    ...     return gdopt.scale(-learning_rate)
-    >>> opt = inject_hyperparams(my_sgd)(learning_rate=gdopt.linear_schedule(1.0, 0.0, 10))
-    >>> s = opt.init({"w": jnp.zeros(())})
-    >>> _, s = opt.update({"w": jnp.ones(())}, s)
-    >>> _, s = opt.update({"w": jnp.ones(())}, s)
-    >>> round(float(get_hyperparams(s)["learning_rate"]), 4)
-    0.9
-    """
-    if isinstance(static_args, str):
-        static_args = (static_args,)
-    sig = inspect.signature(inner_factory)
-
-    def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        for name, param in sig.parameters.items():
-            if param.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
-                arguments.update(arguments.pop(name))
-        hyper = {k: v for k, v in arguments.items() if k not in static_args and _is_hyperparam(v)}
-        static = {k: v for k, v in arguments.items() if k not in hyper}
-        return with_hyperparams(
-            lambda **values: inner_factory(**static, **values),
-            hyper,
-            hyperparam_dtype=hyperparam_dtype,
-            check_params=False,
-        )
-
-    wrapped.__doc__ = inner_factory.__doc__
-    wrapped.__name__ = getattr(inner_factory, "__name__", "injected")
-    return wrapped
-
-
-def _find(state: Any) -> list[tuple[str, InjectHyperparamsState]]:
-    is_node = lambda x: isinstance(x, InjectHyperparamsState)  # noqa: E731
-    flat, _ = jax.tree_util.tree_flatten_with_path(state, is_leaf=is_node)
-    return [(jax.tree_util.keystr(p), x) for p, x in flat if is_node(x)]
-
-
-def get_hyperparams(state: Any) -> dict:
-    """The current hyperparameter values held in an optimizer state.
-
-    Schedules appear as the value used by the latest update (at init: the value at step 0).
-
-    Args:
-      state: a state returned by a gdopt optimizer's ``init`` or ``update``.
-
-    Returns:
-      ``{name: array}`` when the state holds one optimizer; ``{key_path: {name: array}}`` when
-      it holds several (param groups, chains of named optimizers).
-
-    Raises:
-      ValueError: when the state holds no hyperparameters.
-
-    >>> import gdopt, jax.numpy as jnp
-    >>> state = gdopt.adam(1e-3).init({"w": jnp.zeros(3)})
-    >>> sorted(get_hyperparams(state))
-    ['b1', 'b2', 'eps', 'eps_root', 'learning_rate']
-    """
-    found = _find(state)
-    if not found:
-        raise ValueError(
-            "this optimizer state holds no hyperparameters: it was not made by a named gdopt "
-            "optimizer or inject_hyperparams/with_hyperparams."
-        )
-    if len(found) == 1:
-        return dict(found[0][1].hyperparams)
-    return {path or "<root>": dict(node.hyperparams) for path, node in found}
-
-
-def set_hyperparams(state: Any, **values: Any) -> Any:
-    """Return ``state`` with some hyperparameters replaced (no recompile of a jitted step).
-
-    A hyperparameter given as a schedule is recomputed at each step, so setting it has no
-    lasting effect; set only constant ones. Every optimizer in the state that has a
-    hyperparameter of that name gets the new value.
-
-    >>> import gdopt, jax.numpy as jnp
-    >>> state = gdopt.sgd(0.1).init({"w": jnp.zeros(())})
-    >>> state = set_hyperparams(state, learning_rate=0.01)
-    >>> round(float(get_hyperparams(state)["learning_rate"]), 6)
-    0.01
-    """
-    nodes = _find(state)
-    known = {k for _, n in nodes for k in n.hyperparams}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {unknown}; this state holds {sorted(known) or 'none'}."
-        )
-
-    def replace(node):
-        if not isinstance(node, InjectHyperparamsState):
-            return node
-        hp = dict(node.hyperparams)
-        for k, v in values.items():
-            if k in hp:
-                hp[k] = jnp.asarray(v, dtype=hp[k].dtype).reshape(jnp.shape(hp[k]))
-        return node._replace(hyperparams=hp)
-
-    return jax.tree.map(replace, state, is_leaf=lambda x: isinstance(x, InjectHyperparamsState))
 
 
 # ----------------------------------------------------------------------------- helpers
 
-_is_none = lambda x: x is None  # noqa: E731
+
+def _zeros(tree: Any) -> Any:
+    return tree_map(jnp.zeros_like, tree)
 
 
-def _cast_like(tree: Any, like: Any) -> Any:
-    """Each leaf of ``tree`` in the dtype of the matching leaf of ``like``."""
-    return _map(lambda x, y: jnp.asarray(x).astype(jnp.asarray(y).dtype), tree, like)
-
-
-def _zeros_like(tree: Any) -> Any:
-    return _map(jnp.zeros_like, tree)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    """A count-like argument: a concrete value must be an integer >= minimum."""
-    if callable(value) or not is_concrete(value):
-        return
-    arr = np.asarray(value)
-    if isinstance(value, bool) or not np.issubdtype(arr.dtype, np.integer) or arr.ndim:
-        raise TypeError(f"{name} must be an integer, got {value!r}.")
-    if int(arr) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+# Numbers a wrapper multiplies by: arrays are fine, schedules are not supported.
+_Fraction = Annotated[float | jax.Array, Interval(0.0, 1.0, schedule=False)]
+_DecayRate = Annotated[float | jax.Array, Interval(0.0, 1.0, high_open=True, schedule=False)]
+_Interpolation = Annotated[float | jax.Array, Interval(0.0, 1.0, True, True, schedule=False)]
+_Power = Annotated[float | jax.Array, Interval(0.0, schedule=False)]
+_Rate = Annotated[ScalarOrSchedule, Interval(0.0)]
+_Period = Annotated[int | Callable[[jax.Array], Any], Integer(1, schedule=True)]
 
 
 # ----------------------------------------------------------------------------- apply_if_finite
@@ -328,8 +89,9 @@ class ApplyIfFiniteState(NamedTuple):
     inner_state: Any
 
 
+@wrapper("inner", "max_consecutive_errors")
 def apply_if_finite(
-    inner: GradientTransformation, max_consecutive_errors: int
+    inner: GradientTransformation, max_consecutive_errors: Annotated[int, Integer(0)]
 ) -> GradientTransformation:
     """Skip steps whose incoming updates contain NaN or infinity.
 
@@ -353,8 +115,6 @@ def apply_if_finite(
     >>> (float(u["w"]), int(s.notfinite_count), int(s.total_notfinite))
     (0.0, 1, 1)
     """
-    _check_transform(inner, "apply_if_finite's inner")
-    _check_int("max_consecutive_errors", max_consecutive_errors, 0)
 
     def init(params):
         return ApplyIfFiniteState(
@@ -370,13 +130,13 @@ def apply_if_finite(
 
         def apply():
             new, inner_state = inner.update(updates, state.inner_state, params, **extra)
-            return _cast_like(new, updates), inner_state
+            return cast_tree_like(new, updates), inner_state
 
         def skip():
-            return _zeros_like(updates), state.inner_state
+            return _zeros(updates), state.inner_state
 
         go = jnp.logical_or(finite, notfinite_count > max_consecutive_errors)
-        new_updates, inner_state = jax.lax.cond(go, apply, skip)
+        new_updates, inner_state = control.cond(go, apply, skip)
         return new_updates, ApplyIfFiniteState(
             notfinite_count=notfinite_count.astype(jnp.int32),
             last_finite=finite,
@@ -410,9 +170,22 @@ class MultiStepsState(NamedTuple):
     skip_state: Any = ()
 
 
+def _no_skip_function(arguments: dict[str, Any]) -> bool:
+    """A user's skip function sees the whole updates tree: its packability is unknown."""
+    return arguments["should_skip_update_fn"] is None
+
+
+@wrapper(
+    "inner",
+    "every_k_schedule",
+    "use_grad_mean",
+    "should_skip_update_fn",
+    "accumulator_dtype",
+    packable=_no_skip_function,
+)
 def accumulate(
     inner: GradientTransformation,
-    every_k_schedule: int | Callable[[jax.Array], Any],
+    every_k_schedule: _Period,
     use_grad_mean: bool = True,
     should_skip_update_fn: Callable[..., tuple[jax.Array, Any]] | None = None,
     accumulator_dtype: Any = None,
@@ -426,6 +199,9 @@ def accumulate(
     ``a_n = a_{n-1} + (g_n - a_{n-1}) / n``, in ONE parameter-sized buffer; the inner
     transformation runs only on the final micro-step (``lax.cond``; under ``vmap`` both
     branches are computed and one is selected).
+
+    Packable when ``inner`` is and no ``should_skip_update_fn`` is given (that function sees
+    the updates as they are split into arrays).
 
     Args:
       inner: the transformation to run on the accumulated gradients.
@@ -450,11 +226,9 @@ def accumulate(
     >>> (float(u1["w"]), float(u2["w"]))           # zeros, then -1.0 * mean(1, 3)
     (0.0, -2.0)
     """
-    _check_transform(inner, "accumulate's inner")
     if callable(every_k_schedule):
         k_fn = every_k_schedule
     else:
-        _check_int("every_k_schedule", every_k_schedule, 1)
         k_fn = lambda step: every_k_schedule  # noqa: E731
 
     def acc_dtype(x):
@@ -463,12 +237,10 @@ def accumulate(
         return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
 
     def init(params):
-        acc = _map(lambda p: jnp.zeros(jnp.shape(p), acc_dtype(p)), params)
+        acc = tree_map(lambda p: jnp.zeros(jnp.shape(p), acc_dtype(p)), params)
         skip_state = ()
         if should_skip_update_fn is not None:
-            _, skip_state = should_skip_update_fn(
-                _zeros_like(params), jnp.zeros([], jnp.int32), params
-            )
+            _, skip_state = should_skip_update_fn(_zeros(params), jnp.zeros([], jnp.int32), params)
         return MultiStepsState(
             mini_step=jnp.zeros([], jnp.int32),
             gradient_step=jnp.zeros([], jnp.int32),
@@ -493,19 +265,19 @@ def accumulate(
             step = lambda g, a: a + (g.astype(a.dtype) - a) / (n + 1).astype(a.dtype)  # noqa: E731
         else:
             step = lambda g, a: a + g.astype(a.dtype)  # noqa: E731
-        acc = _map(lambda g, a: jnp.where(skip, a, step(g, a)), updates, state.acc_grads)
+        acc = tree_map(lambda g, a: jnp.where(skip, a, step(g, a)), updates, state.acc_grads)
         emit = jnp.logical_and(n >= k - 1, jnp.logical_not(skip))
 
         def apply():
             new, inner_state = inner.update(
-                _cast_like(acc, updates), state.inner_opt_state, params, **extra
+                cast_tree_like(acc, updates), state.inner_opt_state, params, **extra
             )
-            return _cast_like(new, updates), inner_state, _zeros_like(acc)
+            return cast_tree_like(new, updates), inner_state, _zeros(acc)
 
         def hold():
-            return _zeros_like(updates), state.inner_opt_state, acc
+            return _zeros(updates), state.inner_opt_state, acc
 
-        new_updates, inner_state, acc = jax.lax.cond(emit, apply, hold)
+        new_updates, inner_state, acc = control.cond(emit, apply, hold)
         mini_step = jnp.where(skip, n, jnp.where(emit, 0, safe_increment(n)))
         gradient_step = jnp.where(emit, safe_increment(state.gradient_step), state.gradient_step)
         return new_updates, MultiStepsState(
@@ -524,7 +296,9 @@ class MultiSteps:
 
     ``MultiSteps(opt, k).gradient_transformation()`` is ``accumulate(opt, k)``; the object
     also has ``init``, ``update``, ``has_updated(state)`` and ``inner_opt``, so code written
-    for ``optax.MultiSteps`` runs unchanged. New code can call :func:`accumulate` directly.
+    for ``optax.MultiSteps`` runs unchanged (and gdopt sees the traits of ``accumulate``:
+    ``gdopt.chain(MultiSteps(...), ...)`` is packable when the inner optimizer is). New code
+    can call :func:`accumulate` directly.
 
     Args:
       opt, every_k_schedule, use_grad_mean, should_skip_update_fn, accumulator_dtype: as
@@ -560,15 +334,16 @@ class MultiSteps:
         """The wrapped transformation."""
         return self._opt
 
-    def init(self, params: Any) -> MultiStepsState:
-        """The initial state (see :func:`accumulate`)."""
-        return self._tx.init(params)
+    @property
+    def init(self) -> Callable[[Any], MultiStepsState]:
+        """``init(params) -> MultiStepsState``: the initial state (see :func:`accumulate`)."""
+        return self._tx.init
 
-    def update(
-        self, updates: Any, state: MultiStepsState, params: Any = None, **extra: Any
-    ) -> tuple[Any, MultiStepsState]:
-        """One micro-step (see :func:`accumulate`)."""
-        return self._tx.update(updates, state, params, **extra)
+    @property
+    def update(self) -> Callable[..., tuple[Any, MultiStepsState]]:
+        """``update(updates, state, params=None, **extra)``: one micro-step (see
+        :func:`accumulate`)."""
+        return self._tx.update
 
     @staticmethod
     def has_updated(state: MultiStepsState) -> jax.Array:
@@ -597,10 +372,11 @@ class LookaheadState(NamedTuple):
     steps_since_sync: jax.Array
 
 
+@wrapper("fast_optimizer", "sync_period", "slow_step_size", "reset_state")
 def lookahead(
     fast_optimizer: GradientTransformation,
-    sync_period: int,
-    slow_step_size: float | jax.Array,
+    sync_period: Steps,
+    slow_step_size: _Fraction,
     reset_state: bool = False,
 ) -> GradientTransformation:
     """Lookahead (Zhang et al., 2019): fast weights explore, slow weights follow every k steps.
@@ -644,39 +420,25 @@ def lookahead(
     >>> float(p["w"])                                # fast reached 2, slow moved half way
     1.0
     """
-    _check_transform(fast_optimizer, "lookahead's fast_optimizer")
-    _check_int("sync_period", sync_period, 1)
-    check_scalar("slow_step_size", slow_step_size, low=0.0, high=1.0)
 
     def init(params):
         return LookaheadState(
             fast_state=fast_optimizer.init(params),
-            slow=_map(jnp.asarray, params),
+            slow=tree_map(jnp.asarray, params),
             steps_since_sync=jnp.zeros([], jnp.int32),
         )
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(
-                "lookahead needs the current (fast) parameters: call update(grads, state, params)."
-            )
+        need_params(params, "lookahead", "they are the fast weights")
         fast_updates, fast_state = fast_optimizer.update(updates, state.fast_state, params, **extra)
         sync = state.steps_since_sync >= sync_period - 1
 
-        def leaf(u, p, s):
+        def leaf(u, s, p):
             new_slow = s + slow_step_size * (p + u - s)
             out = jnp.where(sync, new_slow - p, u).astype(u.dtype)
             return out, jnp.where(sync, new_slow, s).astype(s.dtype)
 
-        leaves, treedef = jax.tree.flatten(fast_updates, is_leaf=_is_none)
-        p_leaves = treedef.flatten_up_to(params)
-        s_leaves = treedef.flatten_up_to(state.slow)
-        pairs = [
-            (None, s) if u is None else leaf(u, p, s)
-            for u, p, s in zip(leaves, p_leaves, s_leaves, strict=True)
-        ]
-        out = treedef.unflatten([a for a, _ in pairs])
-        slow = treedef.unflatten([b for _, b in pairs])
+        out, slow = map_leaves(leaf, 2, fast_updates, state.slow, params)
         if reset_state:
             fresh = fast_optimizer.init(slow)
             fast_state = jax.tree.map(
@@ -698,8 +460,9 @@ class EmaParamsState(NamedTuple):
     inner_state: Any
 
 
+@wrapper("inner", "decay", "accumulator_dtype")
 def ema_params(
-    inner: GradientTransformation, decay: float | jax.Array = 0.999, accumulator_dtype: Any = None
+    inner: GradientTransformation, decay: _DecayRate = 0.999, accumulator_dtype: Any = None
 ) -> GradientTransformation:
     """Keep an exponential moving average of the parameters next to any optimizer.
 
@@ -731,22 +494,17 @@ def ema_params(
     >>> float(s.ema["w"])
     1.0
     """
-    _check_transform(inner, "ema_params's inner")
-    check_decay("decay", decay)
 
     def init(params):
         return EmaParamsState(
-            ema=_map(lambda p: jnp.asarray(p, dtype=accumulator_dtype), params),
+            ema=tree_map(lambda p: jnp.asarray(p, dtype=accumulator_dtype), params),
             inner_state=inner.init(params),
         )
 
     def update(updates, state, params=None, **extra):
-        if params is None:
-            raise ValueError(
-                "ema_params needs the current parameters: call update(grads, state, params)."
-            )
+        need_params(params, "ema_params", "their moving average is kept")
         new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-        ema = _map(
+        ema = tree_map(
             lambda e, p, u: (decay * e + (1 - decay) * (p + u)).astype(e.dtype),
             state.ema,
             params,
@@ -755,3 +513,181 @@ def ema_params(
         return new_updates, EmaParamsState(ema=ema, inner_state=inner_state)
 
     return GradientTransformation(init, update)
+
+
+# ----------------------------------------------------------------------------- schedule-free
+
+
+class ScheduleFreeState(NamedTuple):
+    """Schedule-free averaging (optax's layout).
+
+    Attributes:
+      b1: the interpolation ``β`` (kept here so :func:`schedule_free_eval_params` can use it).
+      weight_sum: ``Σ_i w_i``, the total averaging weight so far.
+      step_count: step counter, starting at 1.
+      max_lr: the largest learning rate seen so far.
+      base_optimizer_state: the state of the wrapped optimizer.
+      z: the base optimizer's iterate ``z_t``.
+    """
+
+    b1: jax.Array
+    weight_sum: jax.Array
+    step_count: jax.Array
+    max_lr: jax.Array
+    base_optimizer_state: Any
+    z: Any
+
+
+@wrapper("base_optimizer", "learning_rate", "b1", "weight_lr_power", "state_dtype")
+def schedule_free(
+    base_optimizer: GradientTransformation,
+    learning_rate: _Rate,
+    b1: _Interpolation = 0.9,
+    weight_lr_power: _Power = 2.0,
+    state_dtype: Any = None,
+) -> GradientTransformation:
+    """Schedule-free averaging around a base optimizer (Defazio et al., 2024).
+
+    Three sequences: the base optimizer moves ``z``, ``x`` is a weighted average of the
+    ``z``'s, and gradients are taken at their interpolation ``y`` (the parameters you hold)::
+
+        z_{t+1} = z_t + base_update(∇f(y_t))
+        x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1},   c_{t+1} = w_t / Σ_{i<=t} w_i
+        y_{t+1} = β x_{t+1} + (1 - β) z_{t+1}
+
+    with weights ``w_t = (max_{i<=t} α_i)^{weight_lr_power}``. ``x`` is not stored: it is
+    recovered as ``x = (y - (1 - β) z) / β``. Evaluate (and ship) the model at ``x``, with
+    :func:`schedule_free_eval_params`. No learning-rate decay schedule is needed.
+
+    ``learning_rate`` is evaluated at the 1-based step ``t`` (the step being taken); a base
+    optimizer that schedules its own rate counts from 0, so give it ``lambda c: lr(c + 1)``
+    to take the z-step with the same rate ``α_t`` (as :func:`gdopt.schedule_free_sgd` and
+    :func:`gdopt.schedule_free_adamw` do for their warm-up).
+
+    Args:
+      base_optimizer: the optimizer that moves ``z`` (e.g. SGD, or Adam without momentum);
+        its updates include the learning rate.
+      learning_rate: the base optimizer's learning rate (for the averaging weights), >= 0: a
+        number, array or schedule evaluated at the 1-based step count.
+      b1: ``β`` in (0, 1): the interpolation between ``x`` and ``z``.
+      weight_lr_power: exponent of the averaging weights, >= 0.
+      state_dtype: dtype of ``z`` (default: the params').
+
+    Returns:
+      A transformation whose state is a :class:`ScheduleFreeState`; its ``update`` needs
+      ``params`` (the ``y`` sequence) and returns the final updates.
+
+    References:
+      Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, "The Road Less Scheduled",
+      NeurIPS 2024, https://arxiv.org/abs/2405.15682.
+
+    >>> import gdopt, jax, jax.numpy as jnp
+    >>> opt = schedule_free(gdopt.sgd(0.5), learning_rate=0.5)
+    >>> p = {"w": jnp.array(4.0)}
+    >>> s = opt.init(p)
+    >>> for _ in range(30):
+    ...     u, s = opt.update(jax.grad(lambda q: (q["w"] - 1.0) ** 2)(p), s, p)
+    ...     p = gdopt.apply_updates(p, u)
+    >>> round(float(schedule_free_eval_params(s, p)["w"]), 3)
+    1.0
+    """
+
+    def init(params):
+        dtype = scalar_dtype(params)
+        z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype or jnp.asarray(p).dtype), params)
+        return ScheduleFreeState(
+            b1=jnp.asarray(b1, dtype),
+            weight_sum=jnp.zeros([], dtype),
+            step_count=jnp.ones([], jnp.int32),
+            max_lr=jnp.zeros([], dtype),
+            base_optimizer_state=base_optimizer.init(params),
+            z=z,
+        )
+
+    def update(updates, state, params=None, **extra):
+        need_params(params, "schedule_free", "they are the interpolated iterate y")
+        dtype = state.max_lr.dtype
+        lr = jnp.asarray(resolve(learning_rate, state.step_count), dtype)
+        max_lr = jnp.maximum(state.max_lr, lr)
+        weight = max_lr**weight_lr_power
+        total = state.weight_sum + weight
+        ck = jnp.where(total > 0, weight / jnp.where(total > 0, total, 1), 0.0)
+        ck = jnp.where(jnp.isnan(weight) | jnp.isnan(total), jnp.nan, ck)
+        base_updates, base_state = base_optimizer.update(
+            updates, state.base_optimizer_state, params, **extra
+        )
+        # y was formed with the β of the previous step (state.b1); the new y uses the current
+        # β (they differ only if b1 is changed between steps, e.g. by set_hyperparams).
+        beta_old, beta = state.b1, jnp.asarray(b1, dtype)
+
+        def leaf(g, z, y, bu):
+            if bu is None:
+                return g, z
+            z_new = z + bu
+            x = (y - (1 - beta_old) * z) / beta_old
+            x = (1 - ck) * x + ck * z_new
+            y_new = beta * x + (1 - beta) * z_new
+            return (y_new - y).astype(g.dtype), z_new.astype(z.dtype)
+
+        u, z = map_leaves(leaf, 2, updates, state.z, params, base_updates)
+        new_state = ScheduleFreeState(
+            b1=beta,
+            weight_sum=total.astype(dtype),
+            step_count=safe_increment(state.step_count),
+            max_lr=max_lr.astype(dtype),
+            base_optimizer_state=base_state,
+            z=z,
+        )
+        return u, new_state
+
+    return GradientTransformation(init, update)
+
+
+def _find_schedule_free_state(state: Any) -> ScheduleFreeState | None:
+    """The first :class:`ScheduleFreeState` in ``state`` (a named optimizer's
+    :class:`~gdopt.HyperparamsState` flattens its inner NamedTuple away: look inside)."""
+
+    def is_node(x: Any) -> bool:
+        return isinstance(x, (ScheduleFreeState, HyperparamsState))
+
+    for x in jax.tree.leaves(state, is_leaf=is_node):
+        if isinstance(x, ScheduleFreeState):
+            return x
+        if isinstance(x, HyperparamsState):
+            found = _find_schedule_free_state(x.inner_state)
+            if found is not None:
+                return found
+    return None
+
+
+def schedule_free_eval_params(state: Any, params: Any) -> Any:
+    """The schedule-free average ``x = (y - (1 - β) z) / β``: the parameters to evaluate.
+
+    Args:
+      state: a state of :func:`schedule_free` or of an optimizer containing one (e.g.
+        :func:`gdopt.schedule_free_adamw`).
+      params: the parameters being trained (the ``y`` sequence).
+
+    Returns:
+      The ``x`` sequence's current value, with the params' structure and dtypes.
+
+    Raises:
+      ValueError: when ``state`` holds no :class:`ScheduleFreeState`.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> opt = gdopt.schedule_free_sgd(0.1)
+    >>> p = {"w": jnp.array(1.0)}
+    >>> float(schedule_free_eval_params(opt.init(p), p)["w"])   # at init x = y = z
+    1.0
+    """
+    found = _find_schedule_free_state(state)
+    if found is None:
+        raise ValueError(
+            "schedule_free_eval_params needs the state of a schedule-free optimizer "
+            "(gdopt.schedule_free, schedule_free_sgd or schedule_free_adamw); this state holds "
+            "no ScheduleFreeState."
+        )
+    beta = found.b1
+    return jax.tree.map(
+        lambda y, z: ((y - (1 - beta) * z) / beta).astype(jnp.asarray(y).dtype), params, found.z
+    )

@@ -32,7 +32,6 @@ import optax.projections
 import pytest
 
 import gdopt
-import gdopt.linesearch
 from tests.helpers import gradient_sequence, make_params
 from tests.test_convergence_table import TABLE, parabola
 
@@ -74,10 +73,6 @@ ALLOWED_STATE_FIELDS: dict[tuple[str, str], str] = {
     ("MuonState", "ns_coeffs"): (
         "the Newton-Schulz coefficients are a hyperparameter: muon keeps them in its "
         "InjectHyperparamsState, scale_by_muon takes them as a (static) argument"
-    ),
-    ("ScaleByAdemamixState", "count_m2"): (
-        "one step counter drives both EMAs and the b3/alpha schedules (optax keeps a second, "
-        "always equal, counter)"
     ),
 }
 
@@ -565,7 +560,7 @@ def test_missing_polyak_value_names_the_argument():
 
 
 def test_missing_lbfgs_value_fn_names_the_argument():
-    opt = gdopt.linesearch.lbfgs()
+    opt = gdopt.lbfgs()
     x = jnp.zeros(2)
     with pytest.raises(ValueError, match=r"'value_fn'.*value_fn=loss_fn"):
         opt.update(x, opt.init(x), x, value=jnp.asarray(1.0), grad=x)

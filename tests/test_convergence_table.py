@@ -37,7 +37,7 @@ BF16_STEPS = 30
 N = 10_000  # the default step budget
 
 # Names in gdopt.optimizers.__all__ that are not optimizers.
-HELPERS = frozenset({"named_optimizer", "ademamix_alpha_scheduler", "ademamix_beta3_scheduler"})
+HELPERS = frozenset({"ademamix_alpha_scheduler", "ademamix_beta3_scheduler"})
 
 
 def parabola(x: jax.Array) -> jax.Array:

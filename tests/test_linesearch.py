@@ -10,9 +10,9 @@ import pytest
 import scipy.optimize
 
 import gdopt
-from gdopt.linesearch import (
+from gdopt import lbfgs
+from gdopt.transforms.linesearch import (
     ScaleByZoomLinesearchState,
-    lbfgs,
     scale_by_backtracking_linesearch,
     scale_by_lbfgs,
     scale_by_zoom_linesearch,
@@ -392,7 +392,6 @@ def test_params_are_required():
     [
         (lambda: lbfgs(memory_size=0), "memory_size"),
         (lambda: lbfgs(learning_rate=-1.0), "learning_rate"),
-        (lambda: scale_by_lbfgs(memory_size=1.5), "memory_size"),
         (lambda: scale_by_backtracking_linesearch(-1), "max_backtracking_steps"),
         (lambda: scale_by_backtracking_linesearch(5, decrease_factor=1.5), "decrease_factor"),
         (lambda: scale_by_backtracking_linesearch(5, increase_factor=0.5), "increase_factor"),
@@ -409,6 +408,13 @@ def test_params_are_required():
 def test_bad_hyperparameters_name_the_argument(build, arg):
     with pytest.raises(ValueError, match=arg):
         build()
+
+
+def test_a_fractional_memory_size_is_a_type_error():
+    with pytest.raises(TypeError, match="memory_size must be an integer"):
+        scale_by_lbfgs(memory_size=1.5)
+    with pytest.raises(ValueError, match="memory_size"):
+        scale_by_lbfgs(memory_size=0)
 
 
 def test_lbfgs_rejects_a_non_transform_linesearch():

@@ -20,7 +20,7 @@ import optax.contrib as oc
 import pytest
 
 import gdopt
-from gdopt.optimizers._modern import (
+from gdopt import (
     ademamix,
     ademamix_alpha_scheduler,
     ademamix_beta3_scheduler,
@@ -33,15 +33,14 @@ from gdopt.optimizers._modern import (
     schedule_free_sgd,
     sophia,
 )
-from gdopt.transforms._modern import (
+from gdopt.transforms.normalization import (
     _NS_PRESETS,
-    HutchinsonState,
     MuonDimensionNumbers,
-    hutchinson_estimator_diag_hessian,
     orthogonalize_via_newton_schulz,
     scale_by_muon,
-    schedule_free_eval_params,
 )
+from gdopt.transforms.second_order import HutchinsonState, hutchinson_estimator_diag_hessian
+from gdopt.wrappers import schedule_free_eval_params
 from tests.helpers import (
     assert_trajectories_close,
     gradient_sequence,
@@ -93,6 +92,27 @@ _DIMS_O = {
     "layers": [None, oc.MuonDimensionNumbers(reduction_axis=1, output_axis=2)],
     "scale": None,
 }
+
+
+# AdEMAMix's warm-ups for optax's side, written here from the paper's formulas (Pagliardini,
+# Ablin & Grangier, 2024, https://arxiv.org/abs/2409.03113, Appendix), independently of
+# gdopt's ademamix_*_scheduler: optax has no scheduler of its own, and handing it gdopt's
+# would let a wrong gdopt scheduler (e.g. swapped β3 endpoints) pass unseen.
+def _paper_alpha_warmup(alpha, warmup):
+    """``f_α(t) = min(t α / T_α, α)``: linear from 0 to ``α`` over ``T_α`` steps."""
+    return lambda t: alpha * jnp.minimum(jnp.asarray(t, jnp.float32) / warmup, 1.0)
+
+
+def _paper_beta3_warmup(beta_start, beta_end, warmup):
+    """``f_β3(t) = min(exp(ln β_s ln β_e / ((1 - t/T) ln β_e + (t/T) ln β_s)), β_e)``."""
+    ls, le = float(np.log(beta_start)), float(np.log(beta_end))
+
+    def schedule(t):
+        x = jnp.asarray(t, jnp.float32) / warmup
+        return jnp.minimum(jnp.exp(ls * le / ((1 - x) * le + x * ls)), beta_end)
+
+    return schedule
+
 
 PARITY = {
     "muon": (
@@ -163,8 +183,8 @@ PARITY = {
             0.02,
             b1=_f32(0.8),
             b2=_f32(0.99),
-            b3=ademamix_beta3_scheduler(0.8, 0.999, 50),
-            alpha=ademamix_alpha_scheduler(4.0, 30),
+            b3=_paper_beta3_warmup(0.8, 0.999, 50),
+            alpha=_paper_alpha_warmup(4.0, 30),
             eps_root=_f32(1e-6),
             weight_decay=_f32(0.1),
             mask={"dense": True, "layers": False, "scale": False},
@@ -177,12 +197,11 @@ PARITY = {
         None,
     ),
     "schedule_free_sgd-nondefault": (
-        lambda: schedule_free_sgd(
-            0.3, warmup_steps=10, b1=0.8, weight_decay=0.01, weight_lr_power=1.0
-        ),
+        # No warm-up: optax.contrib takes the z-step with the previous step's warm-up rate
+        # (gdopt, the paper and the authors' schedulefree package use the current one).
+        lambda: schedule_free_sgd(0.3, b1=0.8, weight_decay=0.01, weight_lr_power=1.0),
         lambda: oc.schedule_free_sgd(
             _f32(0.3),
-            warmup_steps=10,
             b1=_f32(0.8),
             weight_decay=_f32(0.01),
             weight_lr_power=1.0,
@@ -195,9 +214,9 @@ PARITY = {
         None,
     ),
     "schedule_free_adamw-nondefault": (
+        # No warm-up: see schedule_free_sgd-nondefault.
         lambda: schedule_free_adamw(
             0.01,
-            warmup_steps=20,
             b1=0.95,
             b2=0.99,
             eps=1e-6,
@@ -206,7 +225,6 @@ PARITY = {
         ),
         lambda: oc.schedule_free_adamw(
             _f32(0.01),
-            warmup_steps=20,
             b1=_f32(0.95),
             b2=_f32(0.99),
             eps=_f32(1e-6),

@@ -300,17 +300,11 @@ def _per_leaf_normalize():
     return gdopt.GradientTransformation(lambda p: gdopt.EmptyState(), update)
 
 
-def test_wrongly_marked_transform_is_refused():
+def test_forcing_leaf_by_leaf_gives_per_leaf_numbers():
     params = pack(make_params())
-    bad = gdopt.mark_elementwise(_per_leaf_normalize())
-    assert gdopt.is_elementwise(bad)
-    popt = packed_optimizer(bad)
-    with pytest.raises(ValueError, match="not elementwise.*reduce_sum"):
-        popt.update(params, popt.init(params), params)
-    with pytest.raises(ValueError, match="not elementwise"):
-        update_and_apply(popt, params, popt.init(params), params)
-    # forcing leaf by leaf gives the per-leaf numbers
-    leafwise = packed_optimizer(bad, elementwise=False)
+    marked = gdopt.mark_packable(_per_leaf_normalize())
+    assert gdopt.is_packable(marked)
+    leafwise = packed_optimizer(marked, elementwise=False)
     u, _ = leafwise.update(params, leafwise.init(params), params)
     norms = jax.tree.map(lambda x: float(jnp.linalg.norm(x)), unpack(u))
     assert all(abs(n - 1.0) < 1e-5 for n in jax.tree.leaves(norms))
@@ -346,12 +340,20 @@ def test_every_marked_core_transform_is_really_elementwise(transform):
     check_elementwise(transform, pack(make_params()))
 
 
-def test_marker_rules():
-    assert not gdopt.is_elementwise(gdopt.add_decayed_weights(0.1, mask={"w": True}))
-    assert gdopt.is_elementwise(gdopt.add_decayed_weights(0.1, mask=True))
-    assert not gdopt.is_elementwise(gdopt.chain(gdopt.scale(1.0)))  # chain is not marked
+def test_packability_composes():
+    assert not gdopt.is_packable(gdopt.add_decayed_weights(0.1, mask={"w": True}))
+    assert gdopt.is_packable(gdopt.add_decayed_weights(0.1, mask=True))
+    assert gdopt.is_packable(gdopt.chain(gdopt.scale(1.0), gdopt.clip_by_global_norm(1.0)))
+    assert not gdopt.is_packable(gdopt.chain(gdopt.scale(1.0), gdopt.clip_by_block_rms(1.0)))
+    assert not gdopt.is_packable(gdopt.masked(gdopt.adam(0.1), {"w": True}))
+    assert gdopt.is_packable(gdopt.inject_hyperparams(gdopt.adam)(learning_rate=0.1))
+    assert gdopt.is_packable(gdopt.apply_if_finite(gdopt.adam(0.1), 3))
+    assert not gdopt.is_packable(gdopt.apply_if_finite(gdopt.lamb(0.1), 3))
+    assert not gdopt.is_packable(
+        gdopt.GradientTransformation(lambda p: (), lambda u, s, p=None: (u, s))
+    )
     with pytest.raises(TypeError, match="GradientTransformation"):
-        gdopt.mark_elementwise(gdopt.adam)
+        gdopt.mark_packable(gdopt.adam)
 
 
 def test_packed_optimizer_wrapping_and_input_errors():

@@ -1,20 +1,52 @@
-"""Single-purpose gradient transformations (the building blocks of every optimizer).
+"""Single-purpose gradient transformations, the building blocks of every optimizer.
 
-One module per family; each defines ``__all__`` and everything in it is re-exported here and
-at the top level of :mod:`gdopt`.
+One module per purpose; each defines ``__all__`` and everything in it is re-exported here
+and at the top level of :mod:`gdopt`:
+
+* :mod:`~gdopt.transforms.scaling`: identity, zero, constant, schedule and learning-rate scaling;
+* :mod:`~gdopt.transforms.moments`: momentum, moving averages, the Adam/RMS/AdaGrad families;
+* :mod:`~gdopt.transforms.factored`: memory-lean second moments (SM3, Adafactor);
+* :mod:`~gdopt.transforms.lr_free`: learned step sizes (Prodigy, D-Adaptation, Polyak);
+* :mod:`~gdopt.transforms.normalization`: sign methods, trust ratios, orthogonalisation;
+* :mod:`~gdopt.transforms.clipping`: clipping by value, norm and unit;
+* :mod:`~gdopt.transforms.constraints`: projections onto constraint sets;
+* :mod:`~gdopt.transforms.regularization`: weight decay, gradient noise, centralisation;
+* :mod:`~gdopt.transforms.second_order`: curvature estimates (Sophia, Hutchinson);
+* :mod:`~gdopt.transforms.linesearch`: backtracking and strong-Wolfe line searches, L-BFGS.
 """
 
-from gdopt.transforms import _adaptive, _clipping, _constraints, _core, _modern
-from gdopt.transforms._adaptive import *
-from gdopt.transforms._clipping import *
-from gdopt.transforms._constraints import *
-from gdopt.transforms._core import *
-from gdopt.transforms._modern import *
+from gdopt.transforms import (
+    clipping,
+    constraints,
+    factored,
+    linesearch,
+    lr_free,
+    moments,
+    normalization,
+    regularization,
+    scaling,
+    second_order,
+)
+from gdopt.transforms.clipping import *
+from gdopt.transforms.constraints import *
+from gdopt.transforms.factored import *
+from gdopt.transforms.linesearch import *
+from gdopt.transforms.lr_free import *
+from gdopt.transforms.moments import *
+from gdopt.transforms.normalization import *
+from gdopt.transforms.regularization import *
+from gdopt.transforms.scaling import *
+from gdopt.transforms.second_order import *
 
 __all__ = [
-    *_core.__all__,
-    *_adaptive.__all__,
-    *_modern.__all__,
-    *_clipping.__all__,
-    *_constraints.__all__,
+    *scaling.__all__,
+    *moments.__all__,
+    *factored.__all__,
+    *lr_free.__all__,
+    *normalization.__all__,
+    *clipping.__all__,
+    *constraints.__all__,
+    *regularization.__all__,
+    *second_order.__all__,
+    *linesearch.__all__,
 ]

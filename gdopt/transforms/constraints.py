@@ -1,4 +1,4 @@
-"""Constraints and gradient perturbations: centralization, annealed noise, projections.
+"""Constraints: keep the parameters in a set (non-negative orthant, box, ball, simplex).
 
 Projections come in two forms: pure functions ``project_*(tree, ...)`` that map a pytree to
 the nearest point of a set, and transforms ``projection_*(...)`` that, placed last in a chain,
@@ -8,34 +8,30 @@ make the *new* parameters land in the set::
 
 (projected gradient descent). ``apply_projection(project)`` builds such a transform from any
 projection function.
+
+Packing (:mod:`gdopt.packing`): the non-negative orthant and a box with scalar bounds act
+coordinate by coordinate, and the l2 ball and the simplex are taken over *all* parameters as
+one vector, so these transforms compute the same numbers on packed buffers. A box with
+per-leaf bounds, and a projection given as an arbitrary function, are tied to the leaves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from gdopt.base import (
-    EmptyState,
-    GradientTransformation,
-    check_nonnegative,
-    check_scalar,
-    is_concrete,
-    safe_increment,
-)
-from gdopt.transforms._clipping import _global_norm
-from gdopt.transforms._core import _map
+from gdopt._numerics import global_norm, tree_map
+from gdopt._traits import transform
+from gdopt._validation import check_callable, check_scalar, is_concrete, need_params
+from gdopt.base import GradientTransformation, NonNegative, Positive, init_empty_state
 from gdopt.tree import check_same_structure
 
 __all__ = [
-    "centralize",
-    "add_noise",
-    "AddNoiseState",
     "keep_params_nonnegative",
     "apply_projection",
     "projection_box",
@@ -48,156 +44,13 @@ __all__ = [
     "project_simplex",
 ]
 
-
-def _empty_init(params: Any) -> EmptyState:
-    del params
-    return EmptyState()
-
-
-def _need_params(name: str, params: Any) -> None:
-    if params is None:
-        raise ValueError(
-            f"{name} needs the current parameters: call update(grads, state, params) (the "
-            "constraint is on the new parameters, params + updates)."
-        )
-
-
-# ----------------------------------------------------------------------------- centralize
-
-
-def centralize(axis: int | tuple[int, ...] | None = None) -> GradientTransformation:
-    """Gradient centralization (Yong et al., 2020): remove the mean of each unit's gradient.
-
-    Update rule, for every leaf with at least 2 dimensions (vectors and scalars pass
-    unchanged)::
-
-        u = g - mean(g over `axis`)
-
-    With ``axis=None`` the mean is over all axes but the first (one unit per leading index:
-    PyTorch's ``(out, in, ...)`` layout, and optax's rule). For JAX ``(in, out)`` dense
-    kernels, where a unit is a column, pass ``axis=0``; for ``HWIO`` convolutions
-    ``axis=(0, 1, 2)``.
-
-    Args:
-      axis: the axes to average over (inside one unit), or ``None`` for the rule above.
-
-    Returns:
-      A stateless transformation.
-
-    References:
-      Yong, Huang, Hua & Zhang, "Gradient Centralization: A New Optimization Technique for
-      Deep Neural Networks", ECCV 2020, https://arxiv.org/abs/2004.01461.
-
-    >>> import jax.numpy as jnp
-    >>> t = centralize()
-    >>> u, _ = t.update({"w": jnp.array([[1.0, 2.0, 3.0], [4.0, 4.0, 4.0]])}, t.init(None))
-    >>> u["w"].tolist()
-    [[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
-    """
-
-    def leaf(g):
-        if g.ndim < 2:
-            return g
-        axes = tuple(range(1, g.ndim)) if axis is None else axis
-        return (g - jnp.mean(g, axis=axes, keepdims=True)).astype(g.dtype)
-
-    def update(updates, state, params=None, **extra):
-        del params, extra
-        return _map(leaf, updates), state
-
-    return GradientTransformation(_empty_init, update)
-
-
-# ----------------------------------------------------------------------------- noise
-
-
-class AddNoiseState(NamedTuple):
-    """Step counter ``t`` and the PRNG key for the next noise sample."""
-
-    count: jax.Array
-    rng_key: jax.Array
-
-
-def _as_key(key: Any) -> jax.Array:
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.PRNGKey(int(key))
-    arr = np.asarray(key)
-    if arr.dtype == np.uint32 and arr.shape == (2,):
-        return jnp.asarray(arr)
-    raise TypeError(
-        f"key must be an int seed or a PRNG key (jax.random.key(0) or jax.random.PRNGKey(0)), "
-        f"got {key!r}."
-    )
-
-
-def add_noise(
-    eta: float | jax.Array,
-    gamma: float | jax.Array,
-    key: jax.Array | int | None = None,
-    *,
-    seed: int | None = None,
-) -> GradientTransformation:
-    """Add annealed Gaussian noise to the updates (Neelakantan et al., 2015).
-
-    Update rule (``t`` starts at 1)::
-
-        σ_t² = η / t^γ
-        u_t = g_t + σ_t · N(0, I)
-
-    The PRNG key lives in the state and is split at every step, so runs are reproducible and
-    a jitted step draws fresh noise each time.
-
-    Args:
-      eta: ``η`` >= 0, the initial variance.
-      gamma: ``γ`` >= 0, the annealing exponent (the paper uses 0.55).
-      key: an int seed or a PRNG key (default seed 0).
-      seed: an int seed, accepted for code written against optax's older signature; give
-        ``key`` or ``seed``, not both.
-
-    Returns:
-      A transformation whose state is an :class:`AddNoiseState`.
-
-    References:
-      Neelakantan et al., "Adding Gradient Noise Improves Learning for Very Deep Networks",
-      2015, https://arxiv.org/abs/1511.06807.
-
-    >>> import jax.numpy as jnp
-    >>> t = add_noise(eta=0.0, gamma=0.55, key=0)          # no variance: no noise
-    >>> u, s = t.update({"w": jnp.array([1.0, 2.0])}, t.init({"w": jnp.zeros(2)}))
-    >>> (u["w"].tolist(), int(s.count))
-    ([1.0, 2.0], 1)
-    """
-    check_nonnegative("eta", eta)
-    check_nonnegative("gamma", gamma)
-    if seed is not None and key is not None:
-        raise ValueError("add_noise takes key or seed, not both; pass key=... only.")
-    start = _as_key(0 if key is None and seed is None else (key if key is not None else seed))
-
-    def init(params):
-        del params
-        return AddNoiseState(count=jnp.zeros([], jnp.int32), rng_key=start)
-
-    def update(updates, state, params=None, **extra):
-        del params, extra
-        count = safe_increment(state.count)
-        std = jnp.sqrt(eta / count.astype(jnp.float32) ** gamma)
-        next_key, sample_key = jax.random.split(state.rng_key)
-        leaves, treedef = jax.tree.flatten(updates)
-        keys = jax.random.split(sample_key, len(leaves))
-        noisy = [
-            (g + std * jax.random.normal(k, jnp.shape(g), jnp.asarray(g).dtype)).astype(g.dtype)
-            for g, k in zip(leaves, keys, strict=True)
-        ]
-        return treedef.unflatten(noisy), AddNoiseState(count=count, rng_key=next_key)
-
-    return GradientTransformation(init, update)
+_WHY = "the constraint is on the new parameters, params + updates"
 
 
 # ----------------------------------------------------------------------------- non-negativity
 
 
+@transform(packable=True)
 def keep_params_nonnegative() -> GradientTransformation:
     """Stop every parameter at zero: where ``p + u < 0`` the update becomes ``-p``.
 
@@ -217,11 +70,11 @@ def keep_params_nonnegative() -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del extra
-        _need_params("keep_params_nonnegative", params)
-        out = _map(lambda u, p: jnp.where(p + u < 0, -p, u).astype(u.dtype), updates, params)
+        need_params(params, "keep_params_nonnegative", _WHY)
+        out = tree_map(lambda u, p: jnp.where(p + u < 0, -p, u).astype(u.dtype), updates, params)
         return out, state
 
-    return GradientTransformation(_empty_init, update)
+    return GradientTransformation(init_empty_state, update)
 
 
 # ----------------------------------------------------------------------------- projections
@@ -289,7 +142,7 @@ def project_box(tree: Any, lower: Any, upper: Any) -> Any:
     return treedef.unflatten(out)
 
 
-def project_l2_ball(tree: Any, scale: float | jax.Array = 1.0) -> Any:
+def project_l2_ball(tree: Any, scale: Any = 1.0) -> Any:
     """The Euclidean projection onto the ball ``‖x‖ <= scale`` (all leaves as one vector).
 
     ``x`` is kept when inside the ball and rescaled to norm ``scale`` otherwise:
@@ -306,8 +159,8 @@ def project_l2_ball(tree: Any, scale: float | jax.Array = 1.0) -> Any:
     >>> [round(x, 4) for x in project_l2_ball({"w": jnp.array([3.0, 4.0])}, 1.0)["w"].tolist()]
     [0.6, 0.8]
     """
-    check_nonnegative("scale", scale)
-    norm = _global_norm(tree)
+    check_scalar("scale", scale, low=0.0)
+    norm = global_norm(tree)
     factor = scale / jnp.maximum(norm, scale)
     factor = jnp.where(norm > 0, factor, 1.0)
     return jax.tree.map(lambda x: (x * factor).astype(jnp.asarray(x).dtype), tree)
@@ -324,7 +177,7 @@ def _project_unit_simplex_vector(v: jax.Array, z: Any) -> jax.Array:
     return jnp.maximum(v - theta, 0)
 
 
-def project_simplex(tree: Any, scale: float | jax.Array = 1.0) -> Any:
+def project_simplex(tree: Any, scale: Any = 1.0) -> Any:
     """The Euclidean projection onto the simplex ``{x >= 0, Σ x = scale}``.
 
     All leaves are taken together as one vector (so the entries of the whole tree sum to
@@ -354,11 +207,28 @@ def project_simplex(tree: Any, scale: float | jax.Array = 1.0) -> Any:
     return unravel(_project_unit_simplex_vector(flat, jnp.asarray(scale, flat.dtype)))
 
 
+def _projection(project: Callable[[Any], Any], name: str) -> GradientTransformation:
+    """``u' = P(p + u) - p``: the pair behind :func:`apply_projection` and ``projection_*``."""
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        need_params(params, name, _WHY)
+        moved = tree_map(lambda u, p: p + u, updates, params)
+        projected = project(moved)
+        out = tree_map(lambda q, p, u: (q - p).astype(u.dtype), projected, params, updates)
+        return out, state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+@transform(packable=False)
 def apply_projection(project: Callable[[Any], Any]) -> GradientTransformation:
     """A transform that makes the new parameters land in a set: ``u' = P(p + u) - p``.
 
     Place it last in a chain (after the learning rate): ``apply_updates(p, u')`` is then
-    ``P(p + u)``, one step of projected gradient descent.
+    ``P(p + u)``, one step of projected gradient descent. ``project`` is an arbitrary
+    function of the pytree, so the transform is not packable (use the ``projection_*``
+    transforms for the sets they cover).
 
     Args:
       project: a function ``pytree -> pytree`` (e.g. ``lambda t: project_box(t, 0, 1)``).
@@ -373,20 +243,11 @@ def apply_projection(project: Callable[[Any], Any]) -> GradientTransformation:
     >>> gdopt.apply_updates(p, u)["w"].tolist()
     [0.0, 2.0]
     """
-    if not callable(project):
-        raise TypeError(f"project must be a function pytree -> pytree, got {project!r}.")
-
-    def update(updates, state, params=None, **extra):
-        del extra
-        _need_params("apply_projection", params)
-        moved = _map(lambda u, p: p + u, updates, params)
-        projected = project(moved)
-        out = _map(lambda q, p, u: (q - p).astype(u.dtype), projected, params, updates)
-        return out, state
-
-    return GradientTransformation(_empty_init, update)
+    check_callable("project", project, "a function pytree -> pytree")
+    return _projection(project, "apply_projection")
 
 
+@transform(packable=True)
 def projection_non_negative() -> GradientTransformation:
     """Projected steps onto ``x >= 0``: ``u' = max(p + u, 0) - p``.
 
@@ -399,11 +260,24 @@ def projection_non_negative() -> GradientTransformation:
     >>> t.update({"w": jnp.array([-2.0])}, t.init(p), p)[0]["w"].tolist()
     [-1.0]
     """
-    return apply_projection(project_non_negative)
+    return _projection(project_non_negative, "projection_non_negative")
 
 
+def _is_scalar_bound(bound: Any) -> bool:
+    leaves, treedef = jax.tree.flatten(bound)
+    return treedef.num_nodes == 1 and len(leaves) == 1 and np.ndim(leaves[0]) == 0
+
+
+def _scalar_bounds(arguments: dict) -> bool:
+    """Packable when both bounds are scalars (per-leaf or array bounds follow the leaves)."""
+    return _is_scalar_bound(arguments["lower"]) and _is_scalar_bound(arguments["upper"])
+
+
+@transform(packable=_scalar_bounds)
 def projection_box(lower: Any, upper: Any) -> GradientTransformation:
     """Projected steps onto the box ``lower <= x <= upper``: ``u' = clip(p + u) - p``.
+
+    Packable when both bounds are scalars.
 
     Args:
       lower, upper: scalars, or pytrees like the params (see :func:`project_box`).
@@ -426,10 +300,11 @@ def projection_box(lower: Any, upper: Any) -> GradientTransformation:
             raise ValueError(
                 f"projection_box needs lower <= upper, got lower={lo[0]} and upper={hi[0]}."
             )
-    return apply_projection(lambda tree: project_box(tree, lower, upper))
+    return _projection(lambda tree: project_box(tree, lower, upper), "projection_box")
 
 
-def projection_l2_ball(scale: float | jax.Array = 1.0) -> GradientTransformation:
+@transform(packable=True)
+def projection_l2_ball(scale: NonNegative = 1.0) -> GradientTransformation:
     """Projected steps onto the ball ``‖x‖ <= scale`` (all parameters as one vector).
 
     Args:
@@ -445,12 +320,15 @@ def projection_l2_ball(scale: float | jax.Array = 1.0) -> GradientTransformation
     >>> [round(x, 4) for x in gdopt.apply_updates(p, u)["w"].tolist()]
     [0.6, 0.8]
     """
-    check_nonnegative("scale", scale)
-    return apply_projection(lambda tree: project_l2_ball(tree, scale))
+    return _projection(lambda tree: project_l2_ball(tree, scale), "projection_l2_ball")
 
 
-def projection_simplex(scale: float | jax.Array = 1.0) -> GradientTransformation:
+@transform(packable=True)
+def projection_simplex(scale: Positive = 1.0) -> GradientTransformation:
     """Projected steps onto the simplex ``{x >= 0, Σ x = scale}`` (all parameters together).
+
+    The threshold ``θ`` is computed over every coordinate of every leaf, and then applied to
+    each coordinate (see :func:`project_simplex`): the same numbers on packed buffers.
 
     Args:
       scale: ``s`` > 0, the sum of the projected parameters.
@@ -465,5 +343,4 @@ def projection_simplex(scale: float | jax.Array = 1.0) -> GradientTransformation
     >>> [round(x, 4) for x in gdopt.apply_updates(p, u)["w"].tolist()]
     [1.5, 0.5]
     """
-    check_scalar("scale", scale, low=0.0, low_open=True)
-    return apply_projection(lambda tree: project_simplex(tree, scale))
+    return _projection(lambda tree: project_simplex(tree, scale), "projection_simplex")

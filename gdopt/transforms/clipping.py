@@ -7,7 +7,9 @@ replaces NaNs by zeros and records where it found them; ``per_example_global_nor
 per-example clip-and-sum used by differentially private SGD.
 
 Every transform here returns updates in the dtype of the incoming updates and lets ``None``
-leaves (masked or frozen parameters) pass through.
+leaves (masked or frozen parameters) pass through. Coordinate-wise clipping and the global
+norm do not depend on how the parameters are split into arrays (packable); block RMS and
+unit-wise clipping do (one norm per array or per unit of an array).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt.base import EmptyState, GradientTransformation, check_nonnegative, check_scalar
-from gdopt.transforms._core import _map, abs_sq
+from gdopt._numerics import global_norm, safe_rms, sum_of_squares, tree_map
+from gdopt._traits import transform
+from gdopt._validation import check_scalar, need_params
+from gdopt.base import GradientTransformation, NonNegative, Positive, init_empty_state
 from gdopt.tree import key_path_str
 
 __all__ = [
@@ -35,28 +39,8 @@ __all__ = [
 ]
 
 
-def _acc_dtype(dtype: Any) -> Any:
-    """The real dtype in which to sum squares of a leaf: at least float32."""
-    real = jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
-    return jnp.promote_types(real, jnp.float32)
-
-
-def _sq_norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
-    x = jnp.asarray(x)
-    return jnp.sum(abs_sq(x).astype(_acc_dtype(x.dtype)), axis=axis, keepdims=keepdims)
-
-
-def _global_norm(tree: Any) -> jax.Array:
-    parts = [_sq_norm(x) for x in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(parts, jnp.zeros((), jnp.float32)))
-
-
-def _empty_init(params: Any) -> EmptyState:
-    del params
-    return EmptyState()
-
-
-def clip(max_delta: float | jax.Array) -> GradientTransformation:
+@transform(packable=True)
+def clip(max_delta: NonNegative) -> GradientTransformation:
     """Clip every coordinate of the updates to ``[-max_delta, max_delta]``.
 
     Update rule: ``u <- min(max(g, -δ), δ)`` elementwise, ``δ = max_delta``.
@@ -73,16 +57,17 @@ def clip(max_delta: float | jax.Array) -> GradientTransformation:
     >>> u["w"].tolist()
     [-1.0, 0.5, 1.0]
     """
-    check_nonnegative("max_delta", max_delta)
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        return _map(lambda u: jnp.clip(u, -max_delta, max_delta).astype(u.dtype), updates), state
+        out = tree_map(lambda u: jnp.clip(u, -max_delta, max_delta).astype(u.dtype), updates)
+        return out, state
 
-    return GradientTransformation(_empty_init, update)
+    return GradientTransformation(init_empty_state, update)
 
 
-def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
+@transform(packable=True)
+def clip_by_global_norm(max_norm: Positive) -> GradientTransformation:
     """Rescale all updates together so that their global Euclidean norm is at most ``max_norm``.
 
     Update rule, with ``‖g‖ = sqrt(Σ_leaves Σ g²)`` taken over every leaf as one vector::
@@ -108,19 +93,19 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     >>> (round(float(u["a"][0]), 4), round(float(u["b"][0]), 4))
     (0.6, 0.8)
     """
-    check_scalar("max_norm", max_norm, low=0.0, low_open=True)
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        norm = _global_norm(updates)
+        norm = global_norm(updates)
         keep = norm < max_norm
         factor = jnp.where(keep, 1.0, max_norm / jnp.where(keep, 1.0, norm))
-        return _map(lambda u: (u * factor.astype(u.dtype)).astype(u.dtype), updates), state
+        return tree_map(lambda u: (u * factor.astype(u.dtype)).astype(u.dtype), updates), state
 
-    return GradientTransformation(_empty_init, update)
+    return GradientTransformation(init_empty_state, update)
 
 
-def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:
+@transform(packable=False)
+def clip_by_block_rms(threshold: Positive) -> GradientTransformation:
     """Rescale each leaf ("block") whose root mean square exceeds ``threshold``.
 
     Update rule, per leaf ``g`` with ``rms(g) = sqrt(mean(g²))``::
@@ -139,17 +124,16 @@ def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:
     >>> (u["w"].tolist(), u["b"].tolist())
     ([1.0, -1.0], [0.5])
     """
-    check_scalar("threshold", threshold, low=0.0, low_open=True)
 
     def leaf(u):
-        rms = jnp.sqrt(jnp.mean(abs_sq(u).astype(_acc_dtype(u.dtype))))
+        rms = safe_rms(u)
         return (u / jnp.maximum(1.0, rms / threshold).astype(u.dtype)).astype(u.dtype)
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        return _map(leaf, updates), state
+        return tree_map(leaf, updates), state
 
-    return GradientTransformation(_empty_init, update)
+    return GradientTransformation(init_empty_state, update)
 
 
 def unitwise_norm(x: jax.Array, axis: int | Sequence[int] | None = None) -> jax.Array:
@@ -188,12 +172,13 @@ def unitwise_norm(x: jax.Array, axis: int | Sequence[int] | None = None) -> jax.
                 f"unitwise_norm has no default unit for an array of shape {x.shape} (rank "
                 f"{x.ndim}); pass axis=... with the axes that belong to one unit."
             )
-    return jnp.broadcast_to(jnp.sqrt(_sq_norm(x, axis=axis, keepdims=True)), x.shape)
+    return jnp.broadcast_to(jnp.sqrt(sum_of_squares(x, axis=axis, keepdims=True)), x.shape)
 
 
+@transform(packable=False)
 def adaptive_grad_clip(
-    clipping: float | jax.Array,
-    eps: float | jax.Array = 1e-3,
+    clipping: Positive,
+    eps: NonNegative = 1e-3,
     axis: int | tuple[int, ...] | None = None,
 ) -> GradientTransformation:
     """Adaptive gradient clipping, unit-wise (AGC, Brock et al., 2021).
@@ -224,16 +209,10 @@ def adaptive_grad_clip(
     >>> [round(x, 4) for x in u["w"].tolist()]
     [0.0, 0.5]
     """
-    check_scalar("clipping", clipping, low=0.0, low_open=True)
-    check_nonnegative("eps", eps)
 
     def update(updates, state, params=None, **extra):
         del extra
-        if params is None:
-            raise ValueError(
-                "adaptive_grad_clip needs the current parameters (it clips relative to their "
-                "norm): call update(grads, state, params)."
-            )
+        need_params(params, "adaptive_grad_clip", "it clips relative to their norm")
         flat, treedef = jax.tree_util.tree_flatten_with_path(updates, is_leaf=lambda x: x is None)
         p_leaves = treedef.flatten_up_to(params)
         out = []
@@ -251,7 +230,7 @@ def adaptive_grad_clip(
             out.append(jnp.where(g_norm < max_norm, g, clipped).astype(g.dtype))
         return treedef.unflatten(out), state
 
-    return GradientTransformation(_empty_init, update)
+    return GradientTransformation(init_empty_state, update)
 
 
 class ZeroNansState(NamedTuple):
@@ -260,6 +239,7 @@ class ZeroNansState(NamedTuple):
     found_nan: Any
 
 
+@transform(packable=True)
 def zero_nans() -> GradientTransformation:
     """Replace NaN entries of the updates by zeros, recording which leaves had any.
 
@@ -278,20 +258,18 @@ def zero_nans() -> GradientTransformation:
     """
 
     def init(params):
-        return ZeroNansState(found_nan=_map(lambda p: jnp.array(False), params))
+        return ZeroNansState(found_nan=tree_map(lambda p: jnp.array(False), params))
 
     def update(updates, state, params=None, **extra):
         del params, extra, state
-        found = _map(lambda u: jnp.any(jnp.isnan(u)), updates)
-        out = _map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
+        found = tree_map(lambda u: jnp.any(jnp.isnan(u)), updates)
+        out = tree_map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return out, ZeroNansState(found_nan=found)
 
     return GradientTransformation(init, update)
 
 
-def per_example_global_norm_clip(
-    grads: Any, l2_norm_clip: float | jax.Array
-) -> tuple[Any, jax.Array]:
+def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, jax.Array]:
     """Clip each example's gradient to global norm ``l2_norm_clip``, then sum over examples.
 
     This is the clipping step of DP-SGD: every leaf of ``grads`` holds per-example gradients
@@ -299,6 +277,8 @@ def per_example_global_norm_clip(
     ``i`` with global norm ``‖g_i‖`` over all leaves::
 
         out = Σ_i g_i · min(1, C / ‖g_i‖)          (C = l2_norm_clip; factor 1 when ‖g_i‖ = 0)
+
+    A function of the per-example gradients, not a transformation (so it has no traits).
 
     Args:
       grads: a pytree whose leaves all have the same leading (batch) dimension.
@@ -322,7 +302,7 @@ def per_example_global_norm_clip(
     >>> ([round(x, 4) for x in total["w"].tolist()], int(n))
     ([0.9, 1.2], 1)
     """
-    check_nonnegative("l2_norm_clip", l2_norm_clip)
+    check_scalar("l2_norm_clip", l2_norm_clip, low=0.0)
     flat = jax.tree_util.tree_flatten_with_path(grads)[0]
     if not flat:
         raise ValueError("per_example_global_norm_clip got a pytree with no array leaves.")
@@ -336,7 +316,7 @@ def per_example_global_norm_clip(
                 f"grads{key_path_str(first_path)} has shape {batch} and "
                 f"grads{key_path_str(path)} has shape {shape}."
             )
-    norms = jax.vmap(_global_norm)(grads)
+    norms = jax.vmap(global_norm)(grads)
     safe = jnp.where(norms > 0, norms, 1.0)
     factors = jnp.where(norms > 0, jnp.minimum(1.0, l2_norm_clip / safe), 1.0)
     num_clipped = jnp.sum(factors < 1.0)

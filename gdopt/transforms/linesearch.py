@@ -1,4 +1,4 @@
-"""Line searches and the L-BFGS quasi-Newton method.
+"""Line searches and the L-BFGS direction.
 
 A line search is the *last* transform of a chain: it receives a descent direction ``u`` and
 returns ``η u`` where the step size ``η`` makes ``f(x + η u)`` decrease enough. It evaluates
@@ -11,34 +11,34 @@ the objective, so ``update`` needs three keyword extras::
 names are parameters of ``loss_fn`` are forwarded to it, e.g. ``batch=...``), ``loss`` and
 ``grads`` its value and gradient at ``params``. :func:`value_and_grad_from_state` reuses the
 value and gradient the line search already computed at the accepted point, so each iteration
-costs only the line search's own evaluations.
+costs only the line search's own evaluations. The named optimizer built from these,
+:func:`gdopt.lbfgs`, lives in :mod:`gdopt.optimizers.second_order`.
 
 Everything is jit-compatible: the searches are ``lax.while_loop`` s with a bounded number of
-iterations.
+iterations. Called eagerly (concrete arrays), the loops and branches run as Python control
+flow over eager operations, so an eager step compiles nothing after the first one.
+
+Every transform here reduces over *all* parameters (inner products, global norms) and calls
+``value_fn`` on the parameters as given, so all are packable (:mod:`gdopt.packing`): on
+packed parameters ``value_fn`` receives the :class:`~gdopt.packing.Packed` parameters.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt.base import (
-    GradientTransformation,
-    ScalarOrSchedule,
-    check_learning_rate,
-    check_nonnegative,
-    check_scalar,
-    identity,
-    safe_increment,
-)
-from gdopt.combinators import chain
-from gdopt.optimizers._core import named_optimizer
-from gdopt.transforms._core import scale, scale_by_learning_rate
+from gdopt import _control as control
+from gdopt._numerics import safe_increment, tree_map
+from gdopt._traits import transform
+from gdopt._validation import Integer, Interval, OneOf, is_concrete, need_params
+from gdopt.base import GradientTransformation, Steps
+from gdopt.hyperparams import HyperparamsState
 from gdopt.tree import tree_l2_norm, tree_vdot, tree_where, tree_zeros_like
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "scale_by_zoom_linesearch",
     "ScaleByLBFGSState",
     "scale_by_lbfgs",
-    "lbfgs",
     "value_and_grad_from_state",
 ]
 
@@ -60,10 +59,32 @@ _CALL = (
     "jax.value_and_grad(loss_fn)(params) (or gdopt.value_and_grad_from_state(loss_fn)(params, "
     "state=state))"
 )
+_WHY = "the objective is evaluated along the line from them"
+
+
+# ----------------------------------------------------------------------------- constraints
+
+
+# Constants of a line search: numbers or arrays (no schedules), checked when concrete.
+_Number = float | jax.Array
+_Fraction = Annotated[_Number, Interval(0.0, 1.0, high_open=True, schedule=False)]
+_OpenFraction = Annotated[_Number, Interval(0.0, 1.0, True, True, schedule=False)]
+_Constant = Annotated[_Number, Interval(0.0, schedule=False)]
+_OptionalConstant = Annotated[_Number | None, Interval(0.0, optional=True, schedule=False)]
+_AtLeastOne = Annotated[_Number, Interval(1.0, schedule=False)]
+_AboveOne = Annotated[_Number, Interval(1.0, low_open=True, schedule=False)]
+_PositiveConstant = Annotated[_Number, Interval(0.0, low_open=True, schedule=False)]
+_OptionalPositive = Annotated[
+    _Number | None, Interval(0.0, low_open=True, optional=True, schedule=False)
+]
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 def _value_dtype(params: Any) -> Any:
-    """dtype of values and step sizes: the widest real leaf dtype, at least float32."""
+    """dtype of values and step sizes: the widest *real* leaf dtype, at least float32 (the
+    real dtype of a complex leaf counts, unlike :func:`gdopt._numerics.scalar_dtype`)."""
     out = jnp.float32
     for x in jax.tree.leaves(params):
         d = jnp.asarray(x).dtype
@@ -95,36 +116,27 @@ def _fn_kwargs(value_fn: Callable, extra: dict) -> dict:
     return {k: extra[k] for k in names if k in extra and k not in ("value", "grad", "value_fn")}
 
 
-def _need_params(params: Any, who: str) -> None:
-    if params is None:
-        raise ValueError(f"{who} needs the current parameters: call {_CALL}.")
+def _real(dtype: Any) -> Any:
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
 
 def _step(params: Any, eta: Any, updates: Any) -> Any:
+    """The trial point ``params + η updates`` in the params' dtypes."""
     return jax.tree.map(
         lambda p, u: (p + eta.astype(_real(p.dtype)) * u).astype(p.dtype), params, updates
     )
 
 
-def _real(dtype: Any) -> Any:
-    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
-
-
 def _scaled(eta: Any, updates: Any) -> Any:
-    return jax.tree.map(
-        lambda u: None if u is None else (eta.astype(_real(u.dtype)) * u).astype(u.dtype),
-        updates,
-        is_leaf=lambda x: x is None,
-    )
+    """``η updates`` in the updates' dtypes (``None`` leaves kept)."""
+    return tree_map(lambda u: (eta.astype(_real(u.dtype)) * u).astype(u.dtype), updates)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, jax.core.Tracer) or (hasattr(value, "shape") and not np.shape(value)):
-        if isinstance(value, jax.core.Tracer):
-            return
-        value = np.asarray(value).item()
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+# Eager-friendly control flow. Under jit/vmap/grad these are lax.cond / lax.while_loop /
+# lax.scan; when the predicate (or the loop's inputs) are concrete, i.e. the update is
+# called eagerly, they run as Python control flow over eager operations: a lax control-flow
+# primitive called eagerly compiles a new program at every call (its branches are fresh
+# closures), these compile nothing after the first step.
 
 
 # ----------------------------------------------------------------------------- backtracking
@@ -153,14 +165,15 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
     info: BacktrackingLinesearchInfo
 
 
+@transform(packable=True)
 def scale_by_backtracking_linesearch(
-    max_backtracking_steps: int,
-    slope_rtol: float = 1e-4,
-    decrease_factor: float = 0.8,
-    increase_factor: float = 1.5,
-    max_learning_rate: float = 1.0,
-    atol: float = 0.0,
-    rtol: float = 0.0,
+    max_backtracking_steps: Annotated[int, Integer(0)],
+    slope_rtol: _Fraction = 1e-4,
+    decrease_factor: _OpenFraction = 0.8,
+    increase_factor: _AtLeastOne = 1.5,
+    max_learning_rate: _PositiveConstant = 1.0,
+    atol: _Constant = 0.0,
+    rtol: _Constant = 0.0,
     store_grad: bool = False,
     verbose: bool = False,
 ) -> GradientTransformation:
@@ -207,15 +220,6 @@ def scale_by_backtracking_linesearch(
     >>> [round(x, 4) for x in gdopt.apply_updates(p, u).tolist()], round(float(s[1].value), 4)
     ([1.6, 1.6], 0.72)
     """
-    _check_int("max_backtracking_steps", max_backtracking_steps, 0)
-    check_scalar("slope_rtol", slope_rtol, low=0.0, high=1.0, high_open=True)
-    check_scalar(
-        "decrease_factor", decrease_factor, low=0.0, high=1.0, low_open=True, high_open=True
-    )
-    check_scalar("increase_factor", increase_factor, low=1.0)
-    check_learning_rate(max_learning_rate, "max_learning_rate")
-    check_nonnegative("atol", atol)
-    check_nonnegative("rtol", rtol)
 
     def init(params):
         dtype = _value_dtype(params)
@@ -231,12 +235,12 @@ def scale_by_backtracking_linesearch(
 
     def update(updates, state, params=None, **extra):
         who = "scale_by_backtracking_linesearch"
-        _need_params(params, who)
+        need_params(params, who, _WHY)
         value, grad, value_fn, kw = _extras(extra, who)
         dtype = state.value.dtype
         value = jnp.asarray(value).astype(dtype)
         slope = tree_vdot(updates, grad).astype(dtype)
-        f = lambda p: jnp.asarray(value_fn(p, **kw)).astype(dtype)
+        f = lambda p: jnp.asarray(value_fn(p, **kw)).astype(dtype)  # noqa: E731
 
         def decrease_error(eta, new_value):
             err = new_value - (1.0 + rtol) * value - eta * slope_rtol * slope
@@ -254,12 +258,12 @@ def scale_by_backtracking_linesearch(
 
         eta0 = jnp.minimum(increase_factor * state.learning_rate, max_learning_rate).astype(dtype)
         carry = (eta0, value, jnp.asarray(jnp.inf, dtype), jnp.zeros([], jnp.int32))
-        eta, new_value, err, it = jax.lax.while_loop(cond, body, carry)
+        eta, new_value, err, it = control.while_loop(cond, body, carry)
         finite = jnp.isfinite(err)
         step = jnp.where(finite, eta, 0.0).astype(dtype)
         new_value = jnp.where(finite, new_value, value)
         if verbose:
-            jax.lax.cond(
+            control.cond(
                 err > atol,
                 lambda: jax.debug.print(
                     "scale_by_backtracking_linesearch: no step satisfied the Armijo condition "
@@ -354,16 +358,17 @@ def _quad_min(a, fa, da, b, fb):
     return a - da / (2.0 * B)
 
 
+@transform(packable=True)
 def scale_by_zoom_linesearch(
-    max_linesearch_steps: int,
-    max_learning_rate: float | None = None,
-    tol: float = 0.0,
-    increase_factor: float = 2.0,
-    slope_rtol: float = 1e-4,
-    curv_rtol: float = 0.9,
-    approx_dec_rtol: float | None = 1e-6,
-    stepsize_precision: float = 1e-5,
-    initial_guess_strategy: str = "keep",
+    max_linesearch_steps: Annotated[int, Integer(1)],
+    max_learning_rate: _OptionalPositive = None,
+    tol: _Constant = 0.0,
+    increase_factor: _AboveOne = 2.0,
+    slope_rtol: _OpenFraction = 1e-4,
+    curv_rtol: _OpenFraction = 0.9,
+    approx_dec_rtol: _OptionalConstant = 1e-6,
+    stepsize_precision: _Constant = 1e-5,
+    initial_guess_strategy: Annotated[str, OneOf(("one", "keep"))] = "keep",
     verbose: bool = False,
 ) -> GradientTransformation:
     """Line search for the strong Wolfe conditions (Nocedal & Wright, Alg. 3.5 and 3.6).
@@ -429,28 +434,12 @@ def scale_by_zoom_linesearch(
     >>> bool(abs(jnp.vdot(jax.grad(loss)(new), -g)) <= 0.9 * abs(jnp.vdot(g, -g)))  # curvature
     True
     """
-    _check_int("max_linesearch_steps", max_linesearch_steps, 1)
-    if max_learning_rate is not None:
-        check_learning_rate(max_learning_rate, "max_learning_rate")
-    check_nonnegative("tol", tol)
-    check_scalar("increase_factor", increase_factor, low=1.0, low_open=True)
-    check_scalar("slope_rtol", slope_rtol, low=0.0, high=1.0, low_open=True, high_open=True)
-    check_scalar("curv_rtol", curv_rtol, low=0.0, high=1.0, low_open=True, high_open=True)
-    if not (callable(slope_rtol) or callable(curv_rtol)):
-        try:
-            if float(curv_rtol) <= float(slope_rtol):
-                raise ValueError(
-                    f"curv_rtol must be larger than slope_rtol (0 < c1 < c2 < 1), got "
-                    f"slope_rtol={slope_rtol}, curv_rtol={curv_rtol}."
-                )
-        except (TypeError, jax.errors.ConcretizationTypeError):
-            pass
-    if approx_dec_rtol is not None:
-        check_nonnegative("approx_dec_rtol", approx_dec_rtol)
-    check_nonnegative("stepsize_precision", stepsize_precision)
-    if initial_guess_strategy not in ("one", "keep"):
+    if is_concrete((slope_rtol, curv_rtol)) and np.any(
+        np.asarray(curv_rtol) <= np.asarray(slope_rtol)
+    ):
         raise ValueError(
-            f"initial_guess_strategy must be 'one' or 'keep', got {initial_guess_strategy!r}."
+            f"curv_rtol must be larger than slope_rtol (0 < c1 < c2 < 1), got "
+            f"slope_rtol={slope_rtol}, curv_rtol={curv_rtol}."
         )
 
     def init(params):
@@ -468,7 +457,7 @@ def scale_by_zoom_linesearch(
 
     def update(updates, state, params=None, **extra):
         who = "scale_by_zoom_linesearch"
-        _need_params(params, who)
+        need_params(params, who, _WHY)
         value, grad, value_fn, kw = _extras(extra, who)
         dtype = state.value.dtype
         as_v = lambda x: jnp.asarray(x).astype(dtype)
@@ -576,7 +565,7 @@ def scale_by_zoom_linesearch(
             )  # fmt: skip
 
         def body(s):
-            s = jax.lax.cond(s.bracketed, zoom_phase, bracket_phase, s)
+            s = control.cond(s.bracketed, zoom_phase, bracket_phase, s)
             out_of_budget = (s.it + 1 >= max_linesearch_steps) & ~s.done
             return s._replace(it=safe_increment(s.it), failed=s.failed | out_of_budget)
 
@@ -593,13 +582,13 @@ def scale_by_zoom_linesearch(
             lo=zero, f_lo=f0, d_lo=d0, hi=zero, f_hi=f0, d_hi=d0,
             ref=zero, f_ref=f0, has_ref=false, safe=zero, f_safe=f0, g_safe=g0,
         )  # fmt: skip
-        s = jax.lax.while_loop(lambda s: ~(s.done | s.failed), body, start)
+        s = control.while_loop(lambda s: ~(s.done | s.failed), body, start)
         # On failure: the best sufficient-decrease step, else the last step if it lowered f
         # at all, else no step (the safe point starts at η = 0).
         use_safe = s.failed & ((s.safe > 0) | ~(s.value < f0))
         eta, v, g = tree_where(use_safe, (s.safe, s.f_safe, s.g_safe), (s.step, s.value, s.grad))
         if verbose:
-            jax.lax.cond(
+            control.cond(
                 s.failed,
                 lambda: jax.debug.print(
                     "scale_by_zoom_linesearch: no step satisfied the strong Wolfe conditions in "
@@ -651,8 +640,9 @@ class ScaleByLBFGSState(NamedTuple):
     identity_scale: jax.Array
 
 
+@transform(packable=True)
 def scale_by_lbfgs(
-    memory_size: int = 10, scale_init_precond: bool = True
+    memory_size: Steps = 10, scale_init_precond: bool = True
 ) -> GradientTransformation:
     """L-BFGS's direction: the gradient multiplied by a limited-memory inverse-Hessian
     approximation (Liu & Nocedal, 1989), by the two-loop recursion (Nocedal & Wright,
@@ -692,7 +682,6 @@ def scale_by_lbfgs(
     >>> [round(x, 4) for x in u.tolist()]
     [0.6, 0.8]
     """
-    _check_int("memory_size", memory_size, 1)
 
     def init(params):
         dtype = _value_dtype(params)
@@ -711,7 +700,7 @@ def scale_by_lbfgs(
 
     def update(updates, state, params=None, **extra):
         del extra
-        _need_params(params, "scale_by_lbfgs")
+        need_params(params, "scale_by_lbfgs", "the curvature pairs are differences of them")
         dtype = state.weights_memory.dtype
         count = state.count
         started = count > 0
@@ -748,7 +737,7 @@ def scale_by_lbfgs(
             )
             return q, a
 
-        q, alphas = jax.lax.scan(backward, g, order, reverse=True)
+        q, alphas = control.scan(backward, g, order, reverse=True)
         r = jax.tree.map(lambda x: (gamma.astype(x.dtype) * x).astype(x.dtype), q)
 
         def forward(r, ia):
@@ -761,7 +750,7 @@ def scale_by_lbfgs(
             )
             return r, None
 
-        r, _ = jax.lax.scan(forward, r, (order, alphas))
+        r, _ = control.scan(forward, r, (order, alphas))
         out = jax.tree.map(lambda x, u: x.astype(jnp.asarray(u).dtype), r, updates)
         new_state = ScaleByLBFGSState(
             count=safe_increment(count),
@@ -777,83 +766,20 @@ def scale_by_lbfgs(
     return GradientTransformation(init, update)
 
 
-_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(
-    max_linesearch_steps=20, initial_guess_strategy="one"
-)
+# ----------------------------------------------------------------------------- reusing the search
 
 
-def lbfgs(
-    learning_rate: ScalarOrSchedule | None = None,
-    memory_size: int = 10,
-    scale_init_precond: bool = True,
-    linesearch: GradientTransformation | None = _DEFAULT_LINESEARCH,
-) -> GradientTransformation:
-    """L-BFGS (Liu & Nocedal, 1989) with a strong-Wolfe line search.
-
-    Update rule: ``d_k = -H_k g_k`` from :func:`scale_by_lbfgs` (two-loop recursion over the
-    last ``memory_size`` pairs), scaled by ``learning_rate`` if given, then a step size from
-    ``linesearch`` (by default :func:`scale_by_zoom_linesearch` with 20 evaluations, starting
-    at 1)::
-
-        x_{k+1} = x_k + η_k d_k,   η_k satisfies the strong Wolfe conditions
-
-    **Keyword extras**: the default line search needs ``value``, ``grad`` and ``value_fn``;
-    :func:`value_and_grad_from_state` avoids recomputing them::
-
-        vg = gdopt.value_and_grad_from_state(loss_fn)
-        value, grad = vg(params, state=state)
-        updates, state = opt.update(grad, state, params, value=value, grad=grad,
-                                    value_fn=loss_fn)
-
-    Args:
-      learning_rate: a fixed scale of the direction (``None``: 1, let the line search choose).
-      memory_size: number of curvature pairs (>= 1).
-      scale_init_precond: scale ``H_0`` by ``<s, y> / <y, y>``.
-      linesearch: the line search transform, or ``None`` for none (then give
-        ``learning_rate``).
-
-    References:
-      Liu & Nocedal, "On the limited memory BFGS method for large scale optimization",
-      Math. Programming 45, 1989. Nocedal & Wright, "Numerical Optimization", 2nd ed.,
-      Springer 2006, Alg. 7.4-7.5.
-
-    >>> import gdopt, jax, jax.numpy as jnp
-    >>> rosenbrock = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
-    >>> opt = lbfgs()
-    >>> x = jnp.array([-1.2, 1.0])
-    >>> state = opt.init(x)
-    >>> vg = value_and_grad_from_state(rosenbrock)
-    >>> @jax.jit
-    ... def step(x, state):
-    ...     v, g = vg(x, state=state)
-    ...     u, state = opt.update(g, state, x, value=v, grad=g, value_fn=rosenbrock)
-    ...     return gdopt.apply_updates(x, u), state
-    >>> for _ in range(50):
-    ...     x, state = step(x, state)
-    >>> [round(v, 3) for v in x.tolist()]
-    [1.0, 1.0]
-    """
-    _check_int("memory_size", memory_size, 1)
-    if learning_rate is not None:
-        check_learning_rate(learning_rate)
-    if linesearch is not None and not (
-        hasattr(linesearch, "init") and hasattr(linesearch, "update")
-    ):
-        raise TypeError(
-            f"linesearch must be a GradientTransformation or None, got {type(linesearch).__name__}."
-        )
-
-    def build(learning_rate):
-        return chain(
-            scale_by_lbfgs(memory_size, scale_init_precond),
-            scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate),
-            linesearch if linesearch is not None else identity(),
-        )
-
-    return named_optimizer(build, learning_rate=learning_rate)
-
-
-# ----------------------------------------------------------------------------- helpers
+def _line_search_states(state: Any) -> list:
+    """The line-search states in ``state``, in order (a named optimizer's
+    :class:`~gdopt.HyperparamsState` flattens its inner NamedTuple away: look inside)."""
+    kinds = (ScaleByZoomLinesearchState, ScaleByBacktrackingLinesearchState)
+    out = []
+    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, (*kinds, HyperparamsState))):
+        if isinstance(x, kinds):
+            out.append(x)
+        elif isinstance(x, HyperparamsState):
+            out.extend(_line_search_states(x.inner_state))
+    return out
 
 
 def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tuple[Any, Any]]:
@@ -862,7 +788,7 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
     The line searches keep the value and gradient at the point they accepted, which is where
     the next iteration starts; the returned function gives them back instead of recomputing
     (it computes them when the state has none yet, i.e. at the first step, or when they are
-    not finite). It works under ``jit`` (a ``lax.cond``).
+    not finite). It works under ``jit`` (a ``lax.cond``) and eagerly (a Python branch).
 
     Args:
       value_fn: the objective ``value_fn(params, *args, **kwargs) -> scalar``.
@@ -874,7 +800,7 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
 
     >>> import gdopt, jax.numpy as jnp
     >>> loss = lambda p: jnp.sum(p ** 2)
-    >>> opt = lbfgs()
+    >>> opt = gdopt.lbfgs()
     >>> p = jnp.array([1.0, 2.0])
     >>> v, g = value_and_grad_from_state(loss)(p, state=opt.init(p))   # computed: none stored
     >>> float(v), g.tolist()
@@ -882,11 +808,9 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
     """
     if not callable(value_fn):
         raise TypeError(f"value_fn must be a callable params -> scalar, got {value_fn!r}.")
-    kinds = (ScaleByZoomLinesearchState, ScaleByBacktrackingLinesearchState)
 
     def fn(params, *args, state, **kwargs):
-        is_ls = lambda x: isinstance(x, kinds)
-        found = [x for x in jax.tree.leaves(state, is_leaf=is_ls) if is_ls(x)]
+        found = _line_search_states(state)
         if not found or found[-1].grad is None:
             raise ValueError(
                 "value_and_grad_from_state needs a state holding a line search's value and "
@@ -900,6 +824,6 @@ def value_and_grad_from_state(value_fn: Callable[..., Any]) -> Callable[..., tup
             g = jax.tree.map(lambda a, b: jnp.asarray(a).astype(b.dtype), g, ls.grad)
             return jnp.asarray(v).astype(ls.value.dtype), g
 
-        return jax.lax.cond(jnp.isfinite(ls.value), lambda _: (ls.value, ls.grad), compute, None)
+        return control.cond(jnp.isfinite(ls.value), lambda _: (ls.value, ls.grad), compute, None)
 
     return fn

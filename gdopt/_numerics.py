@@ -1,0 +1,243 @@
+"""Numerics shared by the transforms: moments, bias correction, norms, leaf maps and casts.
+
+One helper per job. Everything here is pure, works inside ``jit``/``vmap``/``grad``, and
+compiles nothing per step when called eagerly (exponents that change with the step count are
+floats, so no ``integer_pow`` kernel is specialised for each count).
+
+The public ones are re-exported at the top level of :mod:`gdopt` (``gdopt.update_moment``,
+``gdopt.bias_correction``, ``gdopt.abs_sq``, ``gdopt.map_leaves``, ``gdopt.safe_increment``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "abs_sq",
+    "update_moment",
+    "bias_correction",
+    "bias_correction_factor",
+    "safe_increment",
+    "map_leaves",
+    "tree_map",
+    "cast_to",
+    "cast_like",
+    "cast_tree_like",
+    "as_float32",
+    "compute_dtype",
+    "scalar_dtype",
+    "safe_norm",
+    "safe_rms",
+    "floor_norm",
+    "sum_of_squares",
+    "global_norm",
+    "is_none",
+]
+
+
+def is_none(x: Any) -> bool:
+    """``x is None`` (the ``is_leaf`` of maps that keep ``None`` leaves)."""
+    return x is None
+
+
+# ----------------------------------------------------------------------------- leaf maps
+
+
+def tree_map(fn: Callable[..., Any], first: Any, *rest: Any) -> Any:
+    """``jax.tree.map`` over ``first`` and ``rest`` that passes ``None`` leaves of ``first``
+    through unchanged (masked or frozen parameters have ``None`` updates and no state).
+
+    >>> tree_map(lambda x: x + 1, {"a": 1.0, "b": None})
+    {'a': 2.0, 'b': None}
+    """
+    leaves, treedef = jax.tree.flatten(first, is_leaf=is_none)
+    others = [treedef.flatten_up_to(t) for t in rest]
+    return treedef.unflatten(
+        [None if xs[0] is None else fn(*xs) for xs in zip(leaves, *others, strict=True)]
+    )
+
+
+def map_leaves(fn: Callable[..., tuple], n_out: int, first: Any, *rest: Any) -> tuple:
+    """Apply ``fn`` leafwise and split its tuple of ``n_out`` results into ``n_out`` trees.
+
+    ``rest`` must have the structure of ``first``. One per-leaf function computes the update
+    and every new state buffer together, as an update rule is written on paper (and XLA can
+    fuse them). Where ``first`` has a ``None`` leaf (a masked or frozen parameter) the
+    outputs are ``None`` followed by the matching leaves of ``rest`` unchanged (its state, if
+    it has one, passes through).
+
+    >>> u, m = map_leaves(lambda g, m: (g + m, 2 * m), 2, {"w": 1.0}, {"w": 3.0})
+    >>> u, m
+    ({'w': 4.0}, {'w': 6.0})
+    """
+    leaves, treedef = jax.tree.flatten(first, is_leaf=is_none)
+    others = [treedef.flatten_up_to(t) for t in rest]
+    outs: list[list[Any]] = [[] for _ in range(n_out)]
+    for xs in zip(leaves, *others, strict=True):
+        if xs[0] is None:  # no update: None, then the state leaves unchanged (None if absent)
+            res = (None, *xs[1:n_out], *([None] * (n_out - len(xs))))
+        else:
+            res = fn(*xs)
+        for o, r in zip(outs, res, strict=True):
+            o.append(r)
+    return tuple(treedef.unflatten(o) for o in outs)
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+
+def _dtype(x: Any) -> Any:
+    dtype = getattr(x, "dtype", None)
+    return dtype if dtype is not None else jnp.result_type(x)
+
+
+def cast_to(x: Any, dtype: Any) -> jax.Array:
+    """``x`` as an array of ``dtype`` (``x`` itself when it already is one)."""
+    if getattr(x, "dtype", None) == dtype and isinstance(x, jax.Array) and not x.weak_type:
+        return x
+    return jnp.asarray(x, dtype)
+
+
+def cast_like(x: Any, like: Any) -> jax.Array:
+    """``x`` in the dtype of ``like`` (``x`` itself when it already has it)."""
+    return cast_to(x, _dtype(like))
+
+
+def cast_tree_like(tree: Any, like: Any) -> Any:
+    """Each leaf of ``tree`` in the dtype of the matching leaf of ``like`` (``None`` kept)."""
+    return tree_map(cast_like, tree, like)
+
+
+def as_float32(x: Any) -> jax.Array:
+    """``x`` as a float32 array (hyperparameters and counters in scalar arithmetic)."""
+    return cast_to(x, jnp.float32)
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """At least float32: reductions and iterations in bfloat16/float16 lose too much."""
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return jnp.promote_types(dtype, jnp.complex64)
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def scalar_dtype(tree: Any) -> Any:
+    """The dtype of a scalar statistic over ``tree``: its widest float dtype, at least float32."""
+    out = jnp.float32
+    for x in jax.tree.leaves(tree):
+        d = jnp.asarray(x).dtype
+        if jnp.issubdtype(d, jnp.floating):
+            out = jnp.promote_types(out, d)
+    return out
+
+
+# ----------------------------------------------------------------------------- moments
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2`` elementwise (``x * conj(x)`` for complex, real-valued).
+
+    >>> float(abs_sq(jnp.asarray(-3.0)))
+    9.0
+    """
+    return jnp.real(x * jnp.conj(x)) if jnp.iscomplexobj(x) else x * x
+
+
+def update_moment(updates: jax.Array, moments: jax.Array, decay: Any, order: int) -> jax.Array:
+    """Exponential moving average of ``g**order``: ``(1 - decay) * g^order + decay * m``.
+
+    ``updates`` is ``g`` and ``moments`` is ``m`` (one array each). For ``order == 2`` the
+    squared magnitude ``|g|^2`` is used (complex-safe). ``g`` is first cast to the moment's
+    dtype, so a float32 moment of float16 gradients does not see ``g²`` underflow.
+
+    >>> float(update_moment(jnp.asarray(2.0), jnp.asarray(1.0), 0.5, 2))
+    2.5
+    """
+    g, m = updates, moments
+    gd, md = _dtype(g), _dtype(m)
+    if gd != md and jnp.issubdtype(md, jnp.inexact) and jnp.issubdtype(gd, jnp.inexact):
+        if jnp.finfo(md).bits > jnp.finfo(gd).bits:
+            g = cast_to(g, md)
+    x = g if order == 1 else (abs_sq(g) if order == 2 else jnp.abs(g) ** order)
+    return (1 - decay) * x + decay * m
+
+
+def bias_correction_factor(decay: Any, count: jax.Array) -> jax.Array:
+    """``1 - decay ** count``: Adam's debiasing divisor (``count`` starts at 1), computed in
+    the decay's dtype, at least float32.
+
+    The power is ``lax.pow`` with the integer count as an operand, the operation optax's
+    jitted Adam applies; eager code compiles it once (``jnp.power`` with a concrete integer
+    exponent would compile a new ``integer_pow`` kernel for every step count).
+
+    >>> round(float(bias_correction_factor(0.9, jnp.asarray(2))), 6)
+    0.19
+    """
+    base = jnp.asarray(decay)
+    if not jnp.issubdtype(base.dtype, jnp.floating) or jnp.finfo(base.dtype).bits < 32:
+        base = as_float32(base)  # at least float32 (a float64 decay keeps its precision)
+    if jnp.issubdtype(_dtype(count), jnp.integer):
+        return 1 - jax.lax.pow(base, cast_to(count, jnp.int32))
+    return 1 - base ** cast_to(count, base.dtype)
+
+
+def bias_correction(moment: jax.Array, decay: Any, count: jax.Array) -> jax.Array:
+    """Adam's debiasing: ``moment / (1 - decay ** count)``; ``count`` starts at 1.
+
+    >>> float(bias_correction(jnp.asarray(0.1), 0.9, jnp.asarray(1)))
+    1.0
+    """
+    return moment / cast_like(bias_correction_factor(decay, count), moment)
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1``, saturating at the dtype's maximum instead of wrapping around.
+
+    >>> int(safe_increment(jnp.asarray(2**31 - 1, jnp.int32)))
+    2147483647
+    """
+    count = jnp.asarray(count)
+    top = jnp.iinfo(count.dtype).max if jnp.issubdtype(count.dtype, jnp.integer) else math.inf
+    return jnp.where(count < top, count + 1, count)
+
+
+# ----------------------------------------------------------------------------- norms
+
+
+def sum_of_squares(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+    """``Σ |x|²`` accumulated in at least float32 (real-valued for complex ``x``)."""
+    x = jnp.asarray(x)
+    real = jnp.finfo(x.dtype).dtype if jnp.issubdtype(x.dtype, jnp.complexfloating) else x.dtype
+    dtype = (
+        jnp.promote_types(real, jnp.float32) if jnp.issubdtype(real, jnp.floating) else jnp.float32
+    )
+    return jnp.sum(abs_sq(x).astype(dtype), axis=axis, keepdims=keepdims)
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """The Euclidean norm of all leaves taken as one vector (at least float32)."""
+    parts = [sum_of_squares(x) for x in jax.tree.leaves(tree)]
+    return jnp.sqrt(sum(parts, jnp.zeros((), jnp.float32)))
+
+
+def safe_norm(x: jax.Array) -> jax.Array:
+    """Euclidean norm of all elements (at least float32), with a finite gradient at 0."""
+    sq = sum_of_squares(x)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def safe_rms(x: jax.Array) -> jax.Array:
+    """Root mean square of all elements (finite gradient at 0; 0 for an empty array)."""
+    norm = safe_norm(x)
+    return norm / np.sqrt(max(int(np.size(x)), 1)).astype(norm.dtype)
+
+
+def floor_norm(norm: jax.Array, floor: Any) -> jax.Array:
+    """``norm`` where it exceeds ``floor``, else ``floor`` (a norm bounded away from 0)."""
+    return jnp.where(norm <= floor, jnp.asarray(floor, norm.dtype), norm)

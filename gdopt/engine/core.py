@@ -1,0 +1,286 @@
+"""The pure, compiled core of training: the training state and epochs as one ``lax.scan``.
+
+:func:`make_train_fn` returns ``train(state, data, key, eval_data, stop_epoch)``, a pure
+function of one training-state pytree (:class:`FitState`) and the data. It holds no Python
+state, so it can be ``jax.jit``-ed (donating the state), ``jax.vmap``-ed over states (sweeps
+over hyperparameters, which named optimizers keep in their state) and sharded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from gdopt.base import GradientTransformation, apply_updates
+from gdopt.batching import epoch_batches
+from gdopt.engine._checks import check_epochs, check_tol
+from gdopt.packing import PACKED, TREE, Layout
+from gdopt.tree import tree_where
+
+__all__ = ["FitState", "History", "init_fit_state", "make_train_fn"]
+
+
+class FitState(NamedTuple):
+    """Everything the compiled core carries from one step to the next.
+
+    Attributes:
+      params: the parameters (finite at the end of every epoch); a
+        :class:`~gdopt.packing.Packed` when the core runs packed.
+      opt_state: the optimizer state.
+      epoch: int32, epochs run so far.
+      step: int32, optimizer steps applied so far.
+      diverged: bool, a step had a non-finite loss, or the parameters were non-finite at
+        the end of an epoch.
+      diverged_epoch: int32, the (1-based) epoch where that happened, 0 if none.
+      diverged_step: int32, the (1-based) global index of the step whose loss was not
+        finite, 0 if none (or if only the end-of-epoch check caught the parameters).
+      restored: bool, the parameters were not finite at the end of the diverging epoch, so
+        the parameters and optimizer state were restored to those at its start.
+      converged: bool, the ``tol`` stopping rule fired.
+      prev_loss: float32, the mean train loss of the latest epoch (NaN before the first).
+      streak: int32, consecutive epochs whose relative loss change was below ``tol``.
+    """
+
+    params: Any
+    opt_state: Any
+    epoch: jax.Array
+    step: jax.Array
+    diverged: jax.Array
+    diverged_epoch: jax.Array
+    diverged_step: jax.Array
+    restored: jax.Array
+    converged: jax.Array
+    prev_loss: jax.Array
+    streak: jax.Array
+
+
+def init_fit_state(params: Any, opt_state: Any) -> FitState:
+    """A fresh :class:`FitState` (no epochs run, no flags raised) around params and state.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> s = init_fit_state({"w": jnp.zeros(2)}, gdopt.sgd(0.1).init({"w": jnp.zeros(2)}))
+    >>> int(s.epoch), bool(s.diverged)
+    (0, False)
+    """
+
+    def zero() -> jax.Array:  # a distinct buffer per field: the carry is donated leafwise
+        return jnp.zeros((), jnp.int32)
+
+    return FitState(
+        params=params,
+        opt_state=opt_state,
+        epoch=zero(),
+        step=zero(),
+        diverged=jnp.zeros((), bool),
+        diverged_epoch=zero(),
+        diverged_step=zero(),
+        restored=jnp.zeros((), bool),
+        converged=jnp.zeros((), bool),
+        prev_loss=jnp.full((), jnp.nan, jnp.float32),
+        streak=zero(),
+    )
+
+
+class History(NamedTuple):
+    """Per-epoch metrics.
+
+    In a :class:`~gdopt.FitResult` these are NumPy arrays with one entry per epoch run
+    (``eval_loss``/``eval_accuracy`` are empty when there was no ``eval_data`` /
+    ``accuracy_fn``). From :func:`make_train_fn` they are JAX arrays of length ``n_epochs``
+    where skipped epochs (after stopping) have ``epochs == 0`` and NaN metrics.
+
+    Attributes:
+      train_loss: mean of the batch losses of the epoch's steps (each measured before its
+        update, as in a running average).
+      eval_loss: the loss on the whole ``eval_data`` after the epoch.
+      eval_accuracy: ``accuracy_fn(params, eval_data)`` after the epoch.
+      epochs: the epoch numbers, 1, 2, ...
+    """
+
+    train_loss: Any
+    eval_loss: Any
+    eval_accuracy: Any
+    epochs: Any
+
+
+def make_train_fn(
+    loss_fn: Callable[[Any, Any], jax.Array],
+    optimizer: GradientTransformation,
+    *,
+    n_epochs: int,
+    batch_size: int | None = None,
+    accuracy_fn: Callable[[Any, Any], jax.Array] | None = None,
+    tol: float | None = None,
+    patience: int = 1,
+    shuffle: bool = True,
+    pack: bool | Layout = False,
+) -> Callable[..., tuple[FitState, History]]:
+    """The pure, compilable core of :func:`~gdopt.fit`: ``n_epochs`` epochs as one ``lax.scan``.
+
+    Returns ``train(state, data, key, eval_data=None, stop_epoch=None) -> (state, history)``.
+    Each epoch draws its batches with :func:`gdopt.batching.epoch_batches` using the key
+    ``jax.random.fold_in(key, state.epoch)`` (so running 10 epochs at once or 5 + 5 gives the
+    same result) and runs ``lax.scan`` over them. Per step: ``jax.value_and_grad``, then
+    ``optimizer.update(grads, opt_state, params, value=loss, grad=grads, value_fn=...)`` (the
+    loss on the same batch as a function of the params, for line searches) and
+    ``apply_updates``.
+
+    Divergence: a step whose loss is not finite is not applied (the update runs inside a
+    ``lax.cond`` on that scalar), ``state.diverged`` is raised with the epoch and step, and
+    nothing changes afterwards. The parameters themselves are checked once per epoch, at its
+    end: if they are not all finite (an update overflowed, or the loss hid it), the
+    parameters and optimizer state of the start of that epoch are restored
+    (``state.restored``). So the state that comes out is always finite, and per step only a
+    scalar is tested; the price is one copy of the parameters and optimizer state per epoch.
+
+    With ``tol``, ``state.converged`` is raised after ``patience`` consecutive epochs with
+    ``|L_e - L_{e-1}| / max(|L_{e-1}|, tiny) < tol`` (``L`` the epoch's mean train loss).
+    Epochs after stopping, or with index ``>= stop_epoch``, are skipped (``lax.cond``) and
+    recorded with ``epochs == 0``.
+
+    The function holds no Python state: wrap it in ``jax.jit`` (donate ``state``), or
+    ``jax.vmap`` it, e.g. over learning rates of a named optimizer through its state::
+
+        train = make_train_fn(loss, gdopt.sgd(0.1), n_epochs=20)
+        state0 = gdopt.sgd(0.1).init(params)
+        run = lambda lr: train(init_fit_state(params,
+                               gdopt.set_hyperparams(state0, learning_rate=lr)), data, key)
+        states, histories = jax.jit(jax.vmap(run))(jnp.array([0.01, 0.1, 1.0]))
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``, the mean loss over the batch.
+      optimizer: the gradient transformation.
+      n_epochs: epochs per call (static: the length of the scan).
+      batch_size: ``None`` (full batch), ``1`` (per example) or ``k`` (mini-batches, the
+        remainder of each epoch's permutation dropped).
+      accuracy_fn: ``accuracy_fn(params, batch) -> scalar``, recorded on ``eval_data``.
+      tol: relative-change tolerance of the stopping rule, or ``None`` (never converge).
+      patience: consecutive epochs below ``tol`` needed to stop.
+      shuffle: reshuffle the examples every epoch.
+      pack: ``True``: ``state.params`` is a :class:`~gdopt.packing.Packed` and
+        ``state.opt_state`` the state of ``packed_optimizer(optimizer)``; ``loss_fn`` and
+        ``accuracy_fn`` receive the unpacked pytree. A :class:`~gdopt.packing.Layout` may be
+        given instead. :func:`~gdopt.fit` decides this for you.
+
+    Returns:
+      ``train(state, data, key, eval_data=None, stop_epoch=None)`` returning the new
+      :class:`FitState` and a :class:`History` of JAX arrays of length ``n_epochs``.
+
+    >>> import gdopt, jax, jax.numpy as jnp
+    >>> loss = lambda p, b: jnp.mean((b[0] @ p - b[1]) ** 2)
+    >>> x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); y = x @ jnp.array([1.0, -2.0])
+    >>> opt = gdopt.sgd(0.3)
+    >>> train = jax.jit(make_train_fn(loss, opt, n_epochs=100))
+    >>> state, hist = train(init_fit_state(jnp.zeros(2), opt.init(jnp.zeros(2))), (x, y),
+    ...                     jax.random.PRNGKey(0))
+    >>> [round(v, 3) for v in state.params.tolist()], int(state.epoch)
+    ([1.0, -2.0], 100)
+    """
+    n_epochs = check_epochs("n_epochs", n_epochs)
+    patience = check_epochs("patience", patience)
+    check_tol(tol)
+    layout = pack if isinstance(pack, Layout) else (PACKED if pack else TREE)
+    grad_fn = layout.value_and_grad(loss_fn)
+    carried_loss = layout.loss(loss_fn)
+    carried_accuracy = layout.loss(accuracy_fn) if accuracy_fn is not None else None
+    optimizer = layout.optimizer(optimizer)
+    tiny = float(jnp.finfo(jnp.float32).tiny)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+
+    def step(carry: tuple, batch: Any) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
+        # the carry holds only what changes per step; counters are derived after the scan
+        # (each scalar operation is a kernel launch on CPU, as long as a tiny model's step)
+        params, opt_state, stopped = carry
+        loss, grads = grad_fn(params, batch)
+        ok = jnp.isfinite(loss) & ~stopped  # once a loss is not finite, nothing changes
+
+        def apply(params, opt_state, grads, loss):
+            updates, opt_state = optimizer.update(
+                grads,
+                opt_state,
+                params,
+                value=loss,
+                grad=grads,
+                value_fn=lambda p: carried_loss(p, batch),
+            )
+            return apply_updates(params, updates), opt_state
+
+        params, opt_state = lax.cond(
+            ok, apply, lambda p, s, g, v: (p, s), params, opt_state, grads, loss
+        )
+        return (params, opt_state, ~ok), (loss.astype(jnp.float32), ok)
+
+    def evaluate(params: Any, eval_data: Any) -> tuple[jax.Array, jax.Array]:
+        if eval_data is None:
+            return nan, nan
+        eval_loss = jnp.asarray(carried_loss(params, eval_data), jnp.float32)
+        if carried_accuracy is None:
+            return eval_loss, nan
+        return eval_loss, jnp.asarray(carried_accuracy(params, eval_data), jnp.float32)
+
+    def run_epoch(s: FitState, data: Any, key: jax.Array, eval_data: Any):
+        batches = epoch_batches(jax.random.fold_in(key, s.epoch), data, batch_size, shuffle=shuffle)
+        (params, opt_state, _), (losses, oks) = lax.scan(
+            step, (s.params, s.opt_state, s.diverged), batches
+        )
+        count = jnp.sum(oks, dtype=jnp.int32)
+        first_bad = ~jnp.all(oks)  # the steps before the first bad one are all ok
+        # the parameters, once per epoch: restore the epoch's start if they are not finite
+        bad = ~layout.all_finite(params)
+        params, opt_state, steps = tree_where(
+            bad, (s.params, s.opt_state, s.step), (params, opt_state, s.step + count)
+        )
+        s = s._replace(
+            params=params,
+            opt_state=opt_state,
+            step=steps,
+            restored=s.restored | bad,
+            diverged=s.diverged | first_bad | bad,
+            diverged_epoch=jnp.where(first_bad | bad, s.epoch + 1, s.diverged_epoch),
+            diverged_step=jnp.where(first_bad, s.step + count + 1, s.diverged_step),
+        )
+        losses = jnp.where(oks, losses, 0.0)
+        train_loss = jnp.where(count > 0, jnp.sum(losses) / jnp.maximum(count, 1), nan)
+        eval_loss, eval_acc = evaluate(s.params, eval_data)
+        converged, streak = s.converged, s.streak
+        if tol is not None:
+            prev = s.prev_loss
+            rel = jnp.abs(train_loss - prev) / jnp.maximum(jnp.abs(prev), tiny)
+            small = (rel < tol) & jnp.isfinite(prev) & ~s.diverged
+            streak = jnp.where(small, s.streak + 1, 0).astype(jnp.int32)
+            converged = streak >= patience
+        epoch = s.epoch + 1
+        s = s._replace(
+            epoch=epoch,
+            converged=converged,
+            streak=streak,
+            prev_loss=train_loss.astype(jnp.float32),
+        )
+        return s, History(train_loss, eval_loss, eval_acc, epoch)
+
+    def train(
+        state: FitState,
+        data: Any,
+        key: jax.Array,
+        eval_data: Any = None,
+        stop_epoch: jax.Array | int | None = None,
+    ) -> tuple[FitState, History]:
+        limit = jnp.iinfo(jnp.int32).max if stop_epoch is None else stop_epoch
+        skipped = History(nan, nan, nan, jnp.zeros((), jnp.int32))
+
+        def epoch_body(s: FitState, _: Any) -> tuple[FitState, History]:
+            active = ~(s.diverged | s.converged) & (s.epoch < limit)
+            return lax.cond(
+                active,
+                lambda s: run_epoch(s, data, key, eval_data),
+                lambda s: (s, skipped),
+                s,
+            )
+
+        return lax.scan(epoch_body, state, None, length=n_epochs)
+
+    return train
