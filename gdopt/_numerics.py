@@ -38,6 +38,18 @@ __all__ = [
     "sum_of_squares",
     "global_norm",
     "is_none",
+    "promote_types",
+    "result_dtype",
+    "promote",
+    "weak_float",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "maximum",
+    "minimum",
+    "where",
+    "clip",
 ]
 
 
@@ -122,8 +134,8 @@ def as_float32(x: Any) -> jax.Array:
 def compute_dtype(dtype: Any) -> Any:
     """At least float32: reductions and iterations in bfloat16/float16 lose too much."""
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        return jnp.promote_types(dtype, jnp.complex64)
-    return jnp.promote_types(dtype, jnp.float32)
+        return promote_types(dtype, jnp.complex64)
+    return promote_types(dtype, jnp.float32)
 
 
 def scalar_dtype(tree: Any) -> Any:
@@ -132,8 +144,177 @@ def scalar_dtype(tree: Any) -> Any:
     for x in jax.tree.leaves(tree):
         d = jnp.asarray(x).dtype
         if jnp.issubdtype(d, jnp.floating):
-            out = jnp.promote_types(out, d)
+            out = promote_types(out, d)
     return out
+
+
+# ----------------------------------------------------------------------------- promotion
+#
+# gdopt computes exactly what JAX's standard dtype promotion computes, and also runs under
+# ``jax_numpy_dtype_promotion="strict"``, which refuses implicit promotion between arrays of
+# different dtypes. The helpers below make each promotion explicit: they cast the operands
+# of one operation as standard promotion would cast them, so the numbers do not depend on
+# the promotion mode. Python scalars and weakly typed arrays are left as they are: JAX
+# promotes them the same way in both modes (a Python ``0.9`` meeting a bfloat16 array is
+# rounded to bfloat16, while a float32 array ``0.9`` lifts the operation to float32).
+
+
+def promote_types(a: Any, b: Any) -> Any:
+    """``jnp.promote_types`` of two dtypes, whatever the promotion mode (strict refuses to
+    name the common dtype of, e.g., bfloat16 and float32).
+
+    >>> promote_types(jnp.bfloat16, jnp.float32)
+    dtype('float32')
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.promote_types(a, b)
+
+
+def _result(xs: tuple) -> tuple[Any, bool]:
+    with jax.numpy_dtype_promotion("standard"):
+        return jax.dtypes.result_type(*xs, return_weak_type_flag=True)
+
+
+def result_dtype(*xs: Any) -> Any:
+    """The dtype standard promotion gives an operation on ``xs`` (Python scalars and weakly
+    typed arrays count as weak), in either promotion mode.
+
+    >>> result_dtype(jnp.ones(2, jnp.bfloat16), 0.5), result_dtype(jnp.ones(2, jnp.bfloat16), jnp.float32(0.5))
+    (dtype(bfloat16), dtype('float32'))
+    """
+    return _result(xs)[0]
+
+
+def _is_weak(x: Any) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, (int, float, complex)):
+        return True
+    return bool(getattr(x, "weak_type", False))
+
+
+def weak_float(x: Any) -> jax.Array:
+    """A scalar ``x`` (an int32 step counter) as a weakly typed array of the default float
+    dtype (float32; float64 under ``jax_enable_x64``): what standard promotion makes of an
+    integer array meeting a Python float (``count ** 0.25``), made explicit.
+
+    Like a Python float, the result takes the dtype of the arrays it then meets.
+
+    >>> w = weak_float(jnp.asarray(3, jnp.int32))
+    >>> w.dtype, w.weak_type, (w * jnp.ones((), jnp.bfloat16)).dtype
+    (dtype('float32'), True, dtype(bfloat16))
+    """
+    # ``full_like`` of a weakly typed scalar converts ``x`` with the weak flag kept, the very
+    # conversion standard promotion inserts (``convert_element_type[weak_type=True]``).
+    return jax.lax.full_like(jnp.asarray(0.0), x)
+
+
+def _kind(dtype: Any) -> int:
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        return 3
+    if jnp.issubdtype(dtype, jnp.floating):
+        return 2
+    return 1 if jnp.issubdtype(dtype, jnp.integer) else 0
+
+
+def _unchanged(xs: tuple) -> bool:
+    """Whether standard promotion casts none of ``xs`` strongly: the strongly typed ones
+    share one dtype and no weak one is of a higher kind (a Python float and an int32 array).
+    The common case, decided without asking JAX."""
+    strong = None
+    weak_kind = 0
+    for x in xs:
+        if isinstance(x, (bool, np.bool_)):
+            return False
+        if isinstance(x, int):
+            weak_kind = max(weak_kind, 1)
+        elif isinstance(x, float):
+            weak_kind = max(weak_kind, 2)
+        elif isinstance(x, complex):
+            weak_kind = max(weak_kind, 3)
+        else:
+            dtype = getattr(x, "dtype", None)
+            if dtype is None:
+                return False
+            if getattr(x, "weak_type", False):
+                weak_kind = max(weak_kind, _kind(dtype))
+            elif strong is None:
+                strong = dtype
+            elif dtype != strong:
+                return False
+    return strong is None or weak_kind <= _kind(strong)
+
+
+def promote(*xs: Any) -> tuple:
+    """The operands ``xs`` of one operation, cast as standard promotion casts them.
+
+    Every strongly typed operand whose dtype is not the result dtype (:func:`result_dtype`)
+    is cast to it (a scalar integer meeting only weak floats becomes a weak float, see
+    :func:`weak_float`); Python scalars and weakly typed arrays are returned unchanged, since
+    both promotion modes treat them alike. ``op(*promote(a, b))`` computes what ``op(a, b)``
+    computes under standard promotion, and runs under strict promotion too.
+
+    >>> a, b = promote(jnp.ones(2, jnp.bfloat16), jnp.float32(2.0))
+    >>> a.dtype, b.dtype
+    (dtype('float32'), dtype('float32'))
+    """
+    if _unchanged(xs):
+        return xs
+    dtype, weak = _result(xs)
+    out = []
+    for x in xs:
+        if _is_weak(x) or _dtype(x) == dtype:
+            out.append(x)
+        elif weak and np.ndim(x) == 0 and dtype == jnp.asarray(0.0).dtype:
+            out.append(weak_float(x))
+        else:
+            out.append(cast_to(x, dtype))
+    return tuple(out)
+
+
+def add(a: Any, b: Any) -> jax.Array:
+    """``a + b`` with the promotion made explicit (:func:`promote`)."""
+    a, b = promote(a, b)
+    return a + b
+
+
+def sub(a: Any, b: Any) -> jax.Array:
+    """``a - b`` with the promotion made explicit (:func:`promote`)."""
+    a, b = promote(a, b)
+    return a - b
+
+
+def mul(a: Any, b: Any) -> jax.Array:
+    """``a * b`` with the promotion made explicit (:func:`promote`)."""
+    a, b = promote(a, b)
+    return a * b
+
+
+def div(a: Any, b: Any) -> jax.Array:
+    """``a / b`` with the promotion made explicit (:func:`promote`)."""
+    a, b = promote(a, b)
+    return a / b
+
+
+def maximum(a: Any, b: Any) -> jax.Array:
+    """``jnp.maximum(a, b)`` with the promotion made explicit (:func:`promote`)."""
+    return jnp.maximum(*promote(a, b))
+
+
+def minimum(a: Any, b: Any) -> jax.Array:
+    """``jnp.minimum(a, b)`` with the promotion made explicit (:func:`promote`)."""
+    return jnp.minimum(*promote(a, b))
+
+
+def where(cond: Any, a: Any, b: Any) -> jax.Array:
+    """``jnp.where(cond, a, b)`` with the promotion of ``a`` and ``b`` made explicit."""
+    return jnp.where(cond, *promote(a, b))
+
+
+def clip(x: Any, low: Any, high: Any) -> jax.Array:
+    """``jnp.clip(x, low, high)`` with the promotions made explicit: ``jnp.clip`` is
+    ``minimum(high, maximum(low, x))``, each step promoted on its own."""
+    return minimum(high, maximum(low, x))
 
 
 # ----------------------------------------------------------------------------- moments
@@ -153,7 +334,9 @@ def update_moment(updates: jax.Array, moments: jax.Array, decay: Any, order: int
 
     ``updates`` is ``g`` and ``moments`` is ``m`` (one array each). For ``order == 2`` the
     squared magnitude ``|g|^2`` is used (complex-safe). ``g`` is first cast to the moment's
-    dtype, so a float32 moment of float16 gradients does not see ``g²`` underflow.
+    dtype, so a float32 moment of float16 gradients does not see ``g²`` underflow. The other
+    promotions (a float32 ``decay`` array meeting a bfloat16 ``m``) are made explicit
+    (:func:`promote`): the result is standard promotion's, under strict promotion too.
 
     >>> float(update_moment(jnp.asarray(2.0), jnp.asarray(1.0), 0.5, 2))
     2.5
@@ -164,7 +347,7 @@ def update_moment(updates: jax.Array, moments: jax.Array, decay: Any, order: int
         if jnp.finfo(md).bits > jnp.finfo(gd).bits:
             g = cast_to(g, md)
     x = g if order == 1 else (abs_sq(g) if order == 2 else jnp.abs(g) ** order)
-    return (1 - decay) * x + decay * m
+    return add(mul(1 - decay, x), mul(decay, m))
 
 
 def bias_correction_factor(decay: Any, count: jax.Array) -> jax.Array:
@@ -213,16 +396,16 @@ def sum_of_squares(x: jax.Array, axis: Any = None, keepdims: bool = False) -> ja
     """``Σ |x|²`` accumulated in at least float32 (real-valued for complex ``x``)."""
     x = jnp.asarray(x)
     real = jnp.finfo(x.dtype).dtype if jnp.issubdtype(x.dtype, jnp.complexfloating) else x.dtype
-    dtype = (
-        jnp.promote_types(real, jnp.float32) if jnp.issubdtype(real, jnp.floating) else jnp.float32
-    )
+    dtype = promote_types(real, jnp.float32) if jnp.issubdtype(real, jnp.floating) else jnp.float32
     return jnp.sum(abs_sq(x).astype(dtype), axis=axis, keepdims=keepdims)
 
 
 def global_norm(tree: Any) -> jax.Array:
     """The Euclidean norm of all leaves taken as one vector (at least float32)."""
-    parts = [sum_of_squares(x) for x in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(parts, jnp.zeros((), jnp.float32)))
+    total = jnp.zeros((), jnp.float32)
+    for x in jax.tree.leaves(tree):
+        total = add(total, sum_of_squares(x))
+    return jnp.sqrt(total)
 
 
 def safe_norm(x: jax.Array) -> jax.Array:
@@ -240,4 +423,4 @@ def safe_rms(x: jax.Array) -> jax.Array:
 
 def floor_norm(norm: jax.Array, floor: Any) -> jax.Array:
     """``norm`` where it exceeds ``floor``, else ``floor`` (a norm bounded away from 0)."""
-    return jnp.where(norm <= floor, jnp.asarray(floor, norm.dtype), norm)
+    return jnp.where(jnp.less_equal(*promote(norm, floor)), jnp.asarray(floor, norm.dtype), norm)

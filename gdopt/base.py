@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt._numerics import add
 from gdopt._traits import Traits, with_traits
 from gdopt._validation import Integer, Interval
 from gdopt.tree import check_same_structure
@@ -180,7 +181,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     try:
         return jax.tree.map(
-            lambda p, u: p if u is None else (jnp.asarray(p) + u).astype(jnp.asarray(p).dtype),
+            lambda p, u: p if u is None else add(jnp.asarray(p), u).astype(jnp.asarray(p).dtype),
             params,
             updates,
             is_leaf=lambda x: x is None,

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt._validation import check_nonnegative, check_scalar
 
 __all__ = [
@@ -180,7 +181,7 @@ def standardize(train_x: Any, *others: Any) -> tuple:
                 f"{train_x.shape}), got shape {a.shape}."
             )
     out_dtype = train_x.dtype if jnp.issubdtype(train_x.dtype, jnp.floating) else jnp.float32
-    calc_dtype = jnp.promote_types(out_dtype, jnp.float32)
+    calc_dtype = num.promote_types(out_dtype, jnp.float32)
     t = train_x.astype(calc_dtype)
     axes = tuple(range(t.ndim - 1))
     mean = jnp.mean(t, axis=axes)
@@ -276,7 +277,8 @@ def _linear_regression_data(key: jax.Array, noise: Any, n: int, d: int) -> tuple
     x = jax.random.normal(kx, (n, d), jnp.float32)
     w = jax.random.normal(kw, (d,), jnp.float32)
     b = jax.random.normal(kb, (), jnp.float32)
-    y = x @ w + b + noise * jax.random.normal(ke, (n,), jnp.float32)
+    # noise may be an array of another dtype: the promotion is explicit (num.mul, num.add)
+    y = num.add(x @ w + b, num.mul(noise, jax.random.normal(ke, (n,), jnp.float32)))
     return x, y, w, b
 
 
@@ -350,10 +352,10 @@ def _classification_data(key: jax.Array, margin: Any, n: int, d: int, num_classe
     centers = centers - jnp.mean(centers, axis=0)
     dist = jnp.linalg.norm(centers[:, None, :] - centers[None, :, :], axis=-1)
     dmin = jnp.min(jnp.where(jnp.eye(num_classes, dtype=bool), jnp.inf, dist))
-    centers = centers * ((2.0 + margin) / dmin)
+    centers = num.mul(centers, num.div(2.0 + margin, dmin))  # margin may be another dtype
     y = jax.random.permutation(ky, jnp.arange(n, dtype=jnp.int32) % num_classes)
     direction = jax.random.normal(kd, (n, d), jnp.float32)
     direction = direction / jnp.linalg.norm(direction, axis=1, keepdims=True)
     radius = jax.random.uniform(kr, (n, 1), jnp.float32) ** (1.0 / d)
-    x = centers[y] + direction * radius
+    x = num.add(centers[y], direction * radius)
     return x, y

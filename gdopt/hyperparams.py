@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt._numerics import safe_increment
+from gdopt._numerics import promote, safe_increment
 from gdopt._traits import Traits, structural_key, traits_of, with_traits
 from gdopt._validation import Constraint, FactorySpec
 from gdopt.base import GradientTransformation
@@ -64,7 +64,7 @@ def _as_value(value: Any, dtype: Any = None, like: Any = None) -> jax.Array:
     """A hyperparameter value as a strongly typed array (float32 by default)."""
     if like is not None:
         if isinstance(value, (tuple, list)):
-            value = jnp.stack([jnp.asarray(v) for v in value])
+            value = jnp.stack(promote(*(jnp.asarray(v) for v in value)))
         out = jnp.asarray(value, dtype=jnp.asarray(like).dtype)
         if jnp.size(out) != jnp.size(like):
             raise ValueError(
@@ -73,7 +73,7 @@ def _as_value(value: Any, dtype: Any = None, like: Any = None) -> jax.Array:
             )
         return out.reshape(jnp.shape(like))
     if isinstance(value, (tuple, list)):
-        value = jnp.stack([jnp.asarray(v) for v in value])
+        value = jnp.stack(promote(*(jnp.asarray(v) for v in value)))
     value = jnp.asarray(value)
     if dtype is not None:
         return value.astype(dtype)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt._validation import check_nonnegative, is_concrete
 from gdopt.base import Params
 from gdopt.tree import tree_l2_norm
@@ -42,7 +43,7 @@ def _float(x: Any) -> jax.Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         return x.astype(jnp.float32)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x.astype(num.promote_types(x.dtype, jnp.float32))
 
 
 def _check_same_shape(what: str, a: jax.Array, a_name: str, b: jax.Array, b_name: str) -> None:
@@ -73,7 +74,7 @@ def squared_error(pred: jax.Array, target: jax.Array) -> jax.Array:
     """
     pred, target = _float(pred), _float(target)
     _check_same_shape("squared_error", pred, "pred", target, "target")
-    return jnp.square(pred - target)
+    return jnp.square(num.sub(pred, target))  # the dtypes may differ (float32, float64)
 
 
 def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -108,7 +109,7 @@ def l2_penalty(params: Params, weight: Any = 1.0) -> jax.Array:
     1.25
     """
     check_nonnegative("weight", weight)
-    return weight * 0.5 * tree_l2_norm(params, squared=True)
+    return num.mul(weight * 0.5, tree_l2_norm(params, squared=True))
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -133,7 +134,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     _check_same_shape("softmax_cross_entropy", logits, "logits", labels, "labels")
     logp = jax.nn.log_softmax(logits, axis=-1)
     # 0 * log(0) counts as 0 (classes masked with -inf logits and zero target).
-    terms = jnp.where(labels == 0, 0.0, labels * logp)
+    terms = jnp.where(labels == 0, 0.0, num.mul(labels, logp))
     return jnp.mean(-jnp.sum(terms, axis=-1))
 
 
@@ -204,7 +205,10 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Ar
     """
     logits, labels = _float(logits), _float(labels)
     _check_same_shape("sigmoid_binary_cross_entropy", logits, "logits", labels, "labels")
-    per = jnp.maximum(logits, 0.0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    per = num.add(
+        num.sub(jnp.maximum(logits, 0.0), num.mul(logits, labels)),
+        jnp.log1p(jnp.exp(-jnp.abs(logits))),
+    )
     return jnp.mean(per)
 
 
@@ -253,7 +257,7 @@ def accuracy(logits_or_outputs: jax.Array, labels: jax.Array) -> jax.Array:
                 f"outputs.shape (one-hot), got outputs shape {out.shape} and labels shape "
                 f"{labels.shape}."
             )
-    return jnp.mean((pred == truth).astype(jnp.float32))
+    return jnp.mean(jnp.equal(*num.promote(pred, truth)).astype(jnp.float32))
 
 
 def _softmax_cross_entropy_any_labels(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -334,7 +338,7 @@ def supervised_loss(
         value = loss_impl(apply_fn(params, x), y)
         if skip_l2:
             return value
-        return value + l2_penalty(params, l2)
+        return num.add(value, l2_penalty(params, l2))
 
     return loss_fn
 

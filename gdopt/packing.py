@@ -51,6 +51,7 @@ that threshold.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -379,19 +380,21 @@ def unpack(packed: Packed) -> Any:
         )
     leaves: list[Any] = [None] * spec.num_leaves
     for b, buf in enumerate(packed.buffers):
-        if tuple(np.shape(buf)) != (spec.sizes[b],):
+        shape = tuple(np.shape(buf))
+        if not shape or shape[-1] != spec.sizes[b]:
             raise ValueError(
                 f"unpack: buffer {b} ({np.dtype(spec.dtypes[b]).name}) has shape "
-                f"{tuple(np.shape(buf))}, the spec needs ({spec.sizes[b]},)."
+                f"{shape}, the spec needs ({spec.sizes[b]},) (after any leading axes)."
             )
+        lead = shape[:-1]  # a stack of packed vectors, e.g. L-BFGS's memory of m of them
         group = spec._groups[b]
         if len(group) == 1:
             pieces = [buf]
         else:
             cuts = [spec.slots[i][1] for i in group[1:]]
-            pieces = jnp.split(buf, cuts)
+            pieces = jnp.split(buf, cuts, axis=-1)
         for i, piece in zip(group, pieces, strict=True):
-            leaves[i] = piece.reshape(spec.slots[i][2])
+            leaves[i] = piece.reshape(lead + spec.slots[i][2])
     return spec.treedef.unflatten(leaves)
 
 
@@ -636,12 +639,40 @@ def packed_optimizer(
         if params is not None:
             _require_packed(params, "params", updates.spec)
         tree = unpack(updates)
+        extra = _leafwise_extras(extra, updates.spec)
         new, state = opt.update(tree, state, None if params is None else unpack(params), **extra)
         return pack(new, updates.spec), state
 
     setattr(update_leafwise, _PACKED_ATTR, "leafwise")
     setattr(update_leafwise, _INNER_ATTR, opt)
     return GradientTransformation(init_leafwise, update_leafwise)
+
+
+def _leafwise_extras(extra: dict, spec: PackSpec) -> dict:
+    """The keyword extras of ``update`` as an optimizer run leaf by leaf sees them: packed
+    values (``grad=``) unpacked, and the objective (``value_fn=``, ``obj_fn=``, a function of
+    the packed parameters) called on the parameters it is given, packed with ``spec``."""
+    out = {}
+    for name, value in extra.items():
+        if isinstance(value, Packed):
+            value = unpack(value)
+        elif name in ("value_fn", "obj_fn") and callable(value):
+            value = _packing_objective(value, spec)
+        out[name] = value
+    return out
+
+
+def _packing_objective(fn: Callable[..., Any], spec: PackSpec) -> Callable[..., Any]:
+    """``fn`` of packed parameters as a function of the pytree (signature kept: the line
+    searches forward the extras that ``fn`` names)."""
+
+    @functools.wraps(fn)
+    def objective(params: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(params, Packed):
+            params = pack(params, spec)
+        return fn(params, *args, **kwargs)
+
+    return objective
 
 
 # ----------------------------------------------------------------------------- one step
@@ -729,8 +760,21 @@ def pack_state(state: Any, like: Any) -> Any:
     def convert(target: Any, sub: Any) -> Any:
         if not isinstance(target, Packed):
             return sub
-        leaves = _leaves_for(sub, target.spec)
         spec = target.spec
+        lead = tuple(np.shape(target.buffers[0]))[:-1] if target.buffers else ()
+        if lead:  # a stack of packed vectors (L-BFGS's memory): concatenate along the last axis
+            leaves = jax.tree.leaves(sub)
+            check_same_structure(
+                sub, spec.treedef.unflatten([0] * spec.num_leaves), ("state", "spec"), False
+            )
+            buffers = []
+            for b, buf in enumerate(target.buffers):
+                parts = [
+                    jnp.reshape(leaves[i], lead + (-1,)).astype(buf.dtype) for i in spec._groups[b]
+                ]
+                buffers.append(jnp.concatenate(parts, axis=-1))
+            return Packed(tuple(buffers), spec)
+        leaves = _leaves_for(sub, spec)
         buffers = []
         for b, buf in enumerate(target.buffers):
             parts = [leaves[i].astype(buf.dtype) for i in spec._groups[b]]
@@ -805,6 +849,10 @@ class Layout:
         """The transformation that updates carried parameters."""
         return opt
 
+    def init_state(self, opt: GradientTransformation, params: Any) -> Any:
+        """The initial optimizer state for the user's ``params``, in the carried layout."""
+        return opt.init(params)
+
     def carry_state(self, opt: GradientTransformation, params: Any, opt_state: Any) -> Any:
         """An optimizer state of the user's parameters, for carried ``params``."""
         del opt, params
@@ -851,7 +899,12 @@ class _PackedLayout(Layout):
     def optimizer(self, opt: GradientTransformation) -> GradientTransformation:
         return packed_optimizer(opt)
 
+    def init_state(self, opt: GradientTransformation, params: Any) -> Any:
+        return packed_optimizer(opt).init(pack(params))
+
     def carry_state(self, opt: GradientTransformation, params: Any, opt_state: Any) -> Any:
+        if _is_carried(opt_state):
+            return opt_state
         return pack_state(opt_state, jax.eval_shape(packed_optimizer(opt).init, params))
 
     def restore_state(self, opt_state: Any) -> Any:
@@ -859,6 +912,11 @@ class _PackedLayout(Layout):
 
     def all_finite(self, params: Any) -> jax.Array:
         return tree_all_finite(params)
+
+
+def _is_carried(opt_state: Any) -> bool:
+    """Whether a state already holds packed buffers (made by ``init_state``)."""
+    return any(isinstance(x, Packed) for x in jax.tree.leaves(opt_state, is_leaf=_is_packed))
 
 
 TREE = Layout()

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt import data as _data
 from gdopt import losses as _losses
 from gdopt import models as _models
@@ -67,7 +68,10 @@ def rosenbrock(x: jax.Array, a: float = 1.0, b: float = 100.0) -> jax.Array:
     24.2
     """
     x = _point(x, "rosenbrock", min_dim=2)
-    return jnp.sum(b * jnp.square(x[1:] - jnp.square(x[:-1])) + jnp.square(a - x[:-1]))
+    # a and b may be arrays of another dtype: promotions explicit (num.mul...)
+    return jnp.sum(
+        num.add(num.mul(b, jnp.square(x[1:] - jnp.square(x[:-1]))), jnp.square(num.sub(a, x[:-1])))
+    )
 
 
 def himmelblau(x: jax.Array) -> jax.Array:
@@ -131,7 +135,9 @@ def rastrigin(x: jax.Array, A: float = 10.0) -> jax.Array:
     0.0
     """
     x = _point(x, "rastrigin")
-    return A * x.shape[0] + jnp.sum(jnp.square(x) - A * jnp.cos(2.0 * math.pi * x))
+    # A may be an array of another dtype: promotions explicit (num.mul...)
+    ripples = num.sub(jnp.square(x), num.mul(A, jnp.cos(2.0 * math.pi * x)))
+    return num.add(A * x.shape[0], jnp.sum(ripples))
 
 
 def ill_conditioned_quadratic(x: jax.Array, condition_number: float = 100.0) -> jax.Array:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt._numerics import safe_increment
 from gdopt._validation import check_scalar, is_concrete
 from gdopt.base import GradientTransformation, Schedule
@@ -74,6 +75,12 @@ def _check_scales(name: str, boundaries_and_scales: Mapping[int, Any] | None) ->
     return items
 
 
+def _power(base: Any, exponent: Any) -> Any:
+    """``base ** exponent`` with the promotion made explicit (either may be an array of
+    another dtype; a Python number stays as it is, so ``x ** 2`` stays an integer power)."""
+    return jnp.power(*num.promote(base, exponent))
+
+
 def constant_schedule(value: Scalar) -> Schedule:
     """``value`` at every step.
 
@@ -124,7 +131,8 @@ def polynomial_schedule(
     def schedule(count):
         s = jnp.clip(jnp.asarray(count) - transition_begin, 0, transition_steps)
         frac = jnp.maximum(1.0 - s / transition_steps, 0.0)  # XLA may round 1 - T/T below 0
-        return (init_value - end_value) * frac**power + end_value
+        # the values may be arrays of another dtype: promotions explicit (num.mul...)
+        return num.add(num.mul(init_value - end_value, _power(frac, power)), end_value)
 
     return schedule
 
@@ -186,12 +194,12 @@ def exponential_decay(
         p = t / transition_steps
         if staircase:
             p = jnp.floor(p)
-        value = jnp.where(t <= 0, init_value, init_value * jnp.power(decay_rate, p))
+        value = num.where(t <= 0, init_value, num.mul(init_value, _power(decay_rate, p)))
         if end_value is not None:
             value = jnp.where(
                 jnp.asarray(decay_rate) < 1,
-                jnp.maximum(value, end_value),
-                jnp.minimum(value, end_value),
+                num.maximum(value, end_value),
+                num.minimum(value, end_value),
             )
         return value
 
@@ -228,7 +236,7 @@ def cosine_decay_schedule(
     def schedule(count):
         t = jnp.minimum(jnp.asarray(count, dtype=float), decay_steps)
         cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * t / decay_steps))
-        return init_value * ((1.0 - alpha) * cosine**exponent + alpha)
+        return num.mul(init_value, num.add(num.mul(1.0 - alpha, _power(cosine, exponent)), alpha))
 
     return schedule
 
@@ -267,7 +275,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
         count = jnp.asarray(count)
         out = schedules[0](count)
         for boundary, sched in zip(boundaries, schedules[1:], strict=True):
-            out = jnp.where(count < boundary, out, sched(count - boundary))
+            out = num.where(count < boundary, out, sched(count - boundary))
         return out
 
     return schedule
@@ -305,7 +313,7 @@ def warmup_cosine_decay_schedule(
             f"({warmup_steps}): it counts the whole schedule, warm-up included."
         )
     nonzero = jnp.asarray(peak_value) != 0
-    alpha = jnp.where(nonzero, end_value / jnp.where(nonzero, peak_value, 1.0), 0.0)
+    alpha = jnp.where(nonzero, num.div(end_value, jnp.where(nonzero, peak_value, 1.0)), 0.0)
     return join_schedules(
         [
             linear_schedule(init_value, peak_value, warmup_steps),
@@ -339,7 +347,7 @@ def piecewise_constant_schedule(
         count = jnp.asarray(count)
         value = jnp.asarray(init_value, dtype=float)
         for boundary, scale in items:
-            value = jnp.where(count >= boundary, value * scale, value)
+            value = num.where(count >= boundary, num.mul(value, scale), value)
         return value
 
     return schedule
@@ -368,10 +376,14 @@ def piecewise_interpolate_schedule(
     >>> [round(float(sched(t)), 4) for t in (0, 2, 4, 6, 8, 10)]
     [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
     """
+    # the values may be arrays of another dtype: promotions explicit (num.add...)
     if interpolate_type == "linear":
-        interp = lambda a, b, pct: a + (b - a) * pct  # noqa: E731
+        interp = lambda a, b, pct: num.add(a, num.mul(num.sub(b, a), pct))  # noqa: E731
     elif interpolate_type == "cosine":
-        interp = lambda a, b, pct: b + (a - b) * 0.5 * (1.0 + jnp.cos(jnp.pi * pct))  # noqa: E731
+
+        def interp(a, b, pct):
+            return num.add(b, num.mul(num.mul(num.sub(a, b), 0.5), 1.0 + jnp.cos(jnp.pi * pct)))
+
     else:
         raise ValueError(
             f"interpolate_type must be 'linear' or 'cosine', got {interpolate_type!r}."
@@ -380,15 +392,15 @@ def piecewise_interpolate_schedule(
     bounds = [0] + [b for b, _ in items]
     values = [init_value]
     for _, scale in items:
-        values.append(values[-1] * scale)
+        values.append(num.mul(values[-1], scale))
 
     def schedule(count):
         count = jnp.asarray(count)
-        out = jnp.asarray(values[-1], dtype=float) + 0 * count
+        out = num.add(jnp.asarray(values[-1], dtype=float), 0 * count)
         for i in reversed(range(len(items))):
             lo, hi = bounds[i], bounds[i + 1]
             pct = (count - lo) / max(hi - lo, 1)
-            out = jnp.where(count < hi, interp(values[i], values[i + 1], pct), out)
+            out = num.where(count < hi, interp(values[i], values[i + 1], pct), out)
         return out
 
     return schedule
@@ -658,7 +670,7 @@ def warmup_stable_decay_schedule(
             f = 0.5 * (1.0 + jnp.cos(jnp.pi * s))
         else:
             f = 1.0 - jnp.sqrt(s)
-        return end_value + (peak_value - end_value) * f
+        return num.add(end_value, num.mul(num.sub(peak_value, end_value), f))
 
     return join_schedules(
         [warmup_constant_schedule(init_value, peak_value, warmup_steps), decay],
@@ -767,7 +779,7 @@ def reduce_on_plateau(
 
     def init(params):
         dts = _float_dtypes(params)
-        high = jnp.result_type(*dts)
+        high = num.result_dtype(*dts)
         low = min(dts, key=lambda d: jnp.finfo(d).bits)
         return ReduceLROnPlateauState(
             scale=jnp.ones([], low),
@@ -786,22 +798,26 @@ def reduce_on_plateau(
             )
         count = safe_increment(state.count)
         value = jnp.asarray(value).astype(state.avg_value.dtype)
-        avg = (state.count * state.avg_value + value) / count
+        # integer counters meet float values and the arguments may be arrays of another
+        # dtype: promotions explicit (num.mul...)
+        avg = num.div(num.add(num.mul(state.count, state.avg_value), value), count)
         avg = avg.astype(state.avg_value.dtype)
         window_done = count >= accumulation_size
 
-        improved = avg < (1 - rtol) * state.best_value - atol
+        improved = jnp.less(*num.promote(avg, num.sub(num.mul(1 - rtol, state.best_value), atol)))
         best = jnp.where(improved, avg, state.best_value)
         plateau = jnp.where(improved, 0, safe_increment(state.plateau_count))
         cooling = state.cooldown_count > 0
-        reduce = jnp.logical_and(jnp.logical_not(cooling), plateau == patience)
-        scale = jnp.where(
+        reduce = jnp.logical_and(
+            jnp.logical_not(cooling), jnp.equal(*num.promote(plateau, patience))
+        )
+        scale = num.where(
             cooling,
             state.scale,
-            jnp.maximum(jnp.where(reduce, state.scale * factor, state.scale), min_scale),
+            num.maximum(num.where(reduce, num.mul(state.scale, factor), state.scale), min_scale),
         )
         plateau = jnp.where(jnp.logical_or(cooling, reduce), 0, plateau)
-        cooldown_count = jnp.where(
+        cooldown_count = num.where(
             cooling, state.cooldown_count - 1, jnp.where(reduce, cooldown, 0)
         )
 
@@ -816,7 +832,7 @@ def reduce_on_plateau(
             count=jnp.where(window_done, 0, count).astype(jnp.int32),
             avg_value=jnp.where(window_done, 0, avg).astype(state.avg_value.dtype),
         )
-        out = jax.tree.map(lambda g: (new_state.scale * g).astype(g.dtype), updates)
+        out = jax.tree.map(lambda g: num.mul(new_state.scale, g).astype(g.dtype), updates)
         return out, new_state
 
     return GradientTransformation(init, update)

@@ -1,8 +1,10 @@
 """Pytree utilities: arithmetic, norms, casts and structure checks.
 
-This is the bottom layer of gdopt: it imports nothing from the rest of the package.
-Every function here is pure and works on any pytree of arrays (``None`` leaves are
-treated as empty subtrees by ``jax.tree``).
+This is the bottom layer of gdopt: it imports nothing from the rest of the package but
+the promotion helpers of :mod:`gdopt._numerics` (which import nothing from gdopt), so that
+arithmetic between leaves of different dtypes casts explicitly, as standard promotion does,
+and also runs under strict promotion. Every function here is pure and works on any pytree
+of arrays (``None`` leaves are treated as empty subtrees by ``jax.tree``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gdopt._numerics import add, div, mul, promote, sub, where
 
 __all__ = [
     "tree_add",
@@ -50,22 +54,22 @@ def tree_add(a: PyTree, b: PyTree) -> PyTree:
     >>> tree_add({"w": 1.0}, {"w": 2.0})
     {'w': 3.0}
     """
-    return jax.tree.map(lambda x, y: x + y, a, b)
+    return jax.tree.map(add, a, b)
 
 
 def tree_sub(a: PyTree, b: PyTree) -> PyTree:
     """Leafwise ``a - b``."""
-    return jax.tree.map(lambda x, y: x - y, a, b)
+    return jax.tree.map(sub, a, b)
 
 
 def tree_mul(a: PyTree, b: PyTree) -> PyTree:
     """Leafwise ``a * b``."""
-    return jax.tree.map(lambda x, y: x * y, a, b)
+    return jax.tree.map(mul, a, b)
 
 
 def tree_div(a: PyTree, b: PyTree) -> PyTree:
     """Leafwise ``a / b``."""
-    return jax.tree.map(lambda x, y: x / y, a, b)
+    return jax.tree.map(div, a, b)
 
 
 def tree_scale(s: Any, tree: PyTree) -> PyTree:
@@ -74,24 +78,31 @@ def tree_scale(s: Any, tree: PyTree) -> PyTree:
     >>> tree_scale(2.0, {"w": jnp.ones(2)})["w"].tolist()
     [2.0, 2.0]
     """
-    return jax.tree.map(lambda x: (s * x).astype(jnp.asarray(x).dtype), tree)
+    return jax.tree.map(lambda x: mul(s, x).astype(jnp.asarray(x).dtype), tree)
 
 
 def tree_add_scaled(a: PyTree, s: Any, b: PyTree) -> PyTree:
     """Leafwise ``a + s * b`` (``axpy``), keeping the dtype of ``a``."""
-    return jax.tree.map(lambda x, y: (x + s * y).astype(jnp.asarray(x).dtype), a, b)
+    return jax.tree.map(lambda x, y: add(x, mul(s, y)).astype(jnp.asarray(x).dtype), a, b)
+
+
+def _total(parts: list) -> jax.Array:
+    """``sum(parts, float32 zero)``: each partial sum in the dtype standard promotion gives it."""
+    total = jnp.zeros((), jnp.float32)
+    for part in parts:
+        total = add(total, part)
+    return total
 
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     """Inner product ``sum_i <a_i, b_i>`` over all leaves (real part for complex)."""
-    parts = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y).real, a, b))
-    return sum(parts, jnp.zeros((), jnp.float32))
+    parts = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(*promote(x, y)).real, a, b))
+    return _total(parts)
 
 
 def tree_sum(tree: PyTree) -> jax.Array:
     """Sum of all elements of all leaves."""
-    parts = [jnp.sum(x) for x in jax.tree.leaves(tree)]
-    return sum(parts, jnp.zeros((), jnp.float32))
+    return _total([jnp.sum(x) for x in jax.tree.leaves(tree)])
 
 
 def tree_l2_norm(tree: PyTree, squared: bool = False) -> jax.Array:
@@ -100,15 +111,14 @@ def tree_l2_norm(tree: PyTree, squared: bool = False) -> jax.Array:
     >>> float(tree_l2_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])}))
     5.0
     """
-    sq = [jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree.leaves(tree)]
-    total = sum(sq, jnp.zeros((), jnp.float32))
+    total = _total([jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree.leaves(tree)])
     return total if squared else jnp.sqrt(total)
 
 
 def tree_linf_norm(tree: PyTree) -> jax.Array:
     """Largest absolute value over all leaves (0 for an empty tree)."""
     parts = [jnp.max(jnp.abs(x)) for x in jax.tree.leaves(tree) if jnp.size(x)]
-    return jnp.max(jnp.stack(parts)) if parts else jnp.zeros((), jnp.float32)
+    return jnp.max(jnp.stack(promote(*parts))) if parts else jnp.zeros((), jnp.float32)
 
 
 def tree_zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
@@ -140,7 +150,7 @@ def tree_cast_like(tree: PyTree, like: PyTree) -> PyTree:
 
 def tree_where(cond: Any, a: PyTree, b: PyTree) -> PyTree:
     """Leafwise ``jnp.where(cond, a, b)`` for a scalar ``cond``."""
-    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+    return jax.tree.map(lambda x, y: where(cond, x, y), a, b)
 
 
 def tree_all_finite(tree: PyTree) -> jax.Array:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from gdopt import _control as control
+from gdopt import _numerics as num
 from gdopt._numerics import (
     cast_tree_like,
     map_leaves,
@@ -234,7 +235,7 @@ def accumulate(
     def acc_dtype(x):
         if accumulator_dtype is not None:
             return accumulator_dtype
-        return jnp.promote_types(jnp.asarray(x).dtype, jnp.float32)
+        return num.promote_types(jnp.asarray(x).dtype, jnp.float32)
 
     def init(params):
         acc = tree_map(lambda p: jnp.zeros(jnp.shape(p), acc_dtype(p)), params)
@@ -434,15 +435,16 @@ def lookahead(
         sync = state.steps_since_sync >= sync_period - 1
 
         def leaf(u, s, p):
-            new_slow = s + slow_step_size * (p + u - s)
-            out = jnp.where(sync, new_slow - p, u).astype(u.dtype)
-            return out, jnp.where(sync, new_slow, s).astype(s.dtype)
+            # slow_step_size may be a float32 array: promotions explicit (num.mul...)
+            new_slow = num.add(s, num.mul(slow_step_size, num.sub(num.add(p, u), s)))
+            out = num.where(sync, num.sub(new_slow, p), u).astype(u.dtype)
+            return out, num.where(sync, new_slow, s).astype(s.dtype)
 
         out, slow = map_leaves(leaf, 2, fast_updates, state.slow, params)
         if reset_state:
             fresh = fast_optimizer.init(slow)
             fast_state = jax.tree.map(
-                lambda new, cur: jnp.where(sync, new, cur).astype(cur.dtype), fresh, fast_state
+                lambda new, cur: num.where(sync, new, cur).astype(cur.dtype), fresh, fast_state
             )
         steps = jnp.where(sync, 0, safe_increment(state.steps_since_sync)).astype(jnp.int32)
         return out, LookaheadState(fast_state=fast_state, slow=slow, steps_since_sync=steps)
@@ -505,7 +507,9 @@ def ema_params(
         need_params(params, "ema_params", "their moving average is kept")
         new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
         ema = tree_map(
-            lambda e, p, u: (decay * e + (1 - decay) * (p + u)).astype(e.dtype),
+            lambda e, p, u: num.add(num.mul(decay, e), num.mul(1 - decay, num.add(p, u))).astype(
+                e.dtype
+            ),
             state.ema,
             params,
             new_updates,
@@ -609,9 +613,10 @@ def schedule_free(
         dtype = state.max_lr.dtype
         lr = jnp.asarray(resolve(learning_rate, state.step_count), dtype)
         max_lr = jnp.maximum(state.max_lr, lr)
-        weight = max_lr**weight_lr_power
-        total = state.weight_sum + weight
-        ck = jnp.where(total > 0, weight / jnp.where(total > 0, total, 1), 0.0)
+        # the hyperparameters may be float32 arrays: promotions explicit (num.add...)
+        weight = jnp.power(*num.promote(max_lr, weight_lr_power))
+        total = num.add(state.weight_sum, weight)
+        ck = jnp.where(total > 0, num.div(weight, jnp.where(total > 0, total, 1)), 0.0)
         ck = jnp.where(jnp.isnan(weight) | jnp.isnan(total), jnp.nan, ck)
         base_updates, base_state = base_optimizer.update(
             updates, state.base_optimizer_state, params, **extra
@@ -623,11 +628,11 @@ def schedule_free(
         def leaf(g, z, y, bu):
             if bu is None:
                 return g, z
-            z_new = z + bu
-            x = (y - (1 - beta_old) * z) / beta_old
-            x = (1 - ck) * x + ck * z_new
-            y_new = beta * x + (1 - beta) * z_new
-            return (y_new - y).astype(g.dtype), z_new.astype(z.dtype)
+            z_new = num.add(z, bu)
+            x = num.div(num.sub(y, num.mul(1 - beta_old, z)), beta_old)
+            x = num.add(num.mul(1 - ck, x), num.mul(ck, z_new))
+            y_new = num.add(num.mul(beta, x), num.mul(1 - beta, z_new))
+            return num.sub(y_new, y).astype(g.dtype), z_new.astype(z.dtype)
 
         u, z = map_leaves(leaf, 2, updates, state.z, params, base_updates)
         new_state = ScheduleFreeState(
@@ -689,5 +694,7 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
         )
     beta = found.b1
     return jax.tree.map(
-        lambda y, z: ((y - (1 - beta) * z) / beta).astype(jnp.asarray(y).dtype), params, found.z
+        lambda y, z: num.div(num.sub(y, num.mul(1 - beta, z)), beta).astype(jnp.asarray(y).dtype),
+        params,
+        found.z,
     )

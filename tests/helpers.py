@@ -93,3 +93,50 @@ def assert_trajectories_close(
                 atol=atol,
                 err_msg=f"step {step}, leaf {jax.tree_util.keystr(path)}",
             )
+
+
+def hard_gradient_sequence(params: Any, steps: int = 100, seed: int = 2) -> list:
+    """A gradient sequence that exercises the stability constants (fixed keys, memoized).
+
+    Built on :func:`gradient_sequence` (the first step is left as it is: the
+    learning-rate-free estimators start from its correlation), then:
+
+    * about a fifth of the coordinates of every later step are exactly zero, so a dropped
+      ``eps`` gives ``0 / 0``;
+    * one leaf (the last in flattening order) stays tiny (1e-10) at every step, so its second
+      moments are ~1e-20 and ``eps_root`` dominates their square root: dropping it changes
+      that leaf's updates several-fold;
+    * one whole leaf (the first) is zero at steps 1 to 5.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    shapes = tuple(tuple(jnp.shape(x)) for x in leaves)
+    return list(_hard_gradient_sequence(treedef, shapes, steps, seed))
+
+
+@functools.lru_cache(maxsize=8)
+def _hard_gradient_sequence(treedef, shapes, steps, seed) -> tuple:
+    base = _gradient_sequence(treedef, shapes, steps, 1, 1.0)
+    rng = np.random.default_rng(seed)
+    out = []
+    for t, g in enumerate(base):
+        leaves = [np.array(x, np.float32) for x in jax.tree.leaves(g)]
+        for i, x in enumerate(leaves):
+            if t > 0:
+                x[rng.random(x.shape) < 0.2] = 0.0
+            if i == len(leaves) - 1:
+                x *= 1e-10
+            if i == 0 and 1 <= t <= 5:
+                x[...] = 0.0
+        out.append(treedef.unflatten([jnp.asarray(x) for x in leaves]))
+    return tuple(out)
+
+
+def oracle():
+    """A context for code that is not gdopt's (optax, hand-written references): the suite runs
+    under strict dtype promotion (``tests/conftest.py``), which holds gdopt to explicit
+    casts; an oracle keeps JAX's standard promotion.
+
+    >>> with oracle():
+    ...     pass
+    """
+    return jax.numpy_dtype_promotion("standard")

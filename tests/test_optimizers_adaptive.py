@@ -199,7 +199,7 @@ def test_factored_moment_state_and_reconstruction():
     g = {"m": GRADS[0]["dense"]["w"], "v": GRADS[0]["dense"]["b"]}  # (4, 3) and (3,)
     state = t.init(g)
     assert state.v_row["m"].shape == (3,) and state.v_col["m"].shape == (4,)
-    assert state.v["m"].shape == () and state.v["v"].shape == (3,)
+    assert state.v["m"].shape == (1,) and state.v["v"].shape == (3,)  # optax's unused slot
     u, state = t.update(g, state)
     g2 = np.asarray(g["m"], np.float64) ** 2 + 1e-30
     np.testing.assert_allclose(state.v_row["m"], g2.mean(axis=0), rtol=1e-6)  # β_1 = 0

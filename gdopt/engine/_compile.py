@@ -4,8 +4,10 @@
 optimizer's hyperparameters are data in its state, so two calls that differ only in their
 values (``adam(1e-3)`` then ``adam(3e-3)``) can run the same executable. A program is
 looked up by the identity of the loss (and accuracy) function, the optimizer's structural
-key (:class:`gdopt._traits.Traits`; its identity when it has none), the static options, and
-the abstract signature (structure, shapes, dtypes, shardings) of the arguments. Like
+key (:class:`gdopt._traits.Traits`; its identity when it has none), the static options, the
+configuration that tracing depends on (the dtype promotion mode and 64-bit mode, as in
+``jax.jit``'s own cache) and the abstract signature (structure, shapes, dtypes, shardings)
+of the arguments. Like
 ``jax.jit``, the cache trusts the identity of the functions: a loss that closes over a
 global array sees the value it had when it was first compiled.
 """
@@ -21,7 +23,7 @@ import jax
 
 from gdopt._traits import traits_of
 
-__all__ = ["optimizer_key", "signature", "compiled"]
+__all__ = ["optimizer_key", "trace_config", "signature", "compiled"]
 
 _MAX_ENTRIES = 32
 _CACHE: collections.OrderedDict[Hashable, tuple[Any, Any]] = collections.OrderedDict()
@@ -46,6 +48,14 @@ def _leaf_signature(x: Any) -> Hashable:
     )
 
 
+def trace_config() -> Hashable:
+    """The configuration a traced program depends on besides its arguments: the dtype
+    promotion mode (a program traced under standard promotion must not serve a call made
+    under strict promotion, which would raise where it promotes implicitly) and 64-bit
+    mode (how Python numbers are traced)."""
+    return str(jax.config.jax_numpy_dtype_promotion), bool(jax.config.jax_enable_x64)
+
+
 def signature(*args: Any) -> Hashable:
     """The abstract signature of ``args``: their pytree structure and each leaf's shape,
     dtype, weak type and sharding."""
@@ -57,8 +67,9 @@ def compiled(
     key: Hashable, keep: Any, build: Callable[[], Any], *args: Any
 ) -> tuple[Callable[..., Any], float]:
     """``(executable, seconds spent compiling)``: the cached executable for ``key`` and the
-    signature of ``args``, or ``build()`` (a jitted function) lowered and compiled for them."""
-    full = (key, signature(*args))
+    signature of ``args`` under the current :func:`trace_config`, or ``build()`` (a jitted
+    function) lowered and compiled for them."""
+    full = (key, trace_config(), signature(*args))
     hit = _CACHE.get(full)
     if hit is not None:
         _CACHE.move_to_end(full)

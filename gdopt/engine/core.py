@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gdopt import _numerics as num
 from gdopt.base import GradientTransformation, apply_updates
 from gdopt.batching import epoch_batches
 from gdopt.engine._checks import check_epochs, check_tol
@@ -244,7 +245,7 @@ def make_train_fn(
             diverged_step=jnp.where(first_bad, s.step + count + 1, s.diverged_step),
         )
         losses = jnp.where(oks, losses, 0.0)
-        train_loss = jnp.where(count > 0, jnp.sum(losses) / jnp.maximum(count, 1), nan)
+        train_loss = jnp.where(count > 0, num.div(jnp.sum(losses), jnp.maximum(count, 1)), nan)
         eval_loss, eval_acc = evaluate(s.params, eval_data)
         converged, streak = s.converged, s.streak
         if tol is not None:
@@ -273,7 +274,7 @@ def make_train_fn(
         skipped = History(nan, nan, nan, jnp.zeros((), jnp.int32))
 
         def epoch_body(s: FitState, _: Any) -> tuple[FitState, History]:
-            active = ~(s.diverged | s.converged) & (s.epoch < limit)
+            active = ~(s.diverged | s.converged) & jnp.less(*num.promote(s.epoch, limit))
             return lax.cond(
                 active,
                 lambda s: run_epoch(s, data, key, eval_data),

@@ -232,7 +232,7 @@ def fit(
     # 2. the training state
     t0 = time.perf_counter()
     if opt_state is None:
-        opt_state = optimizer.init(params)
+        opt_state = layout.init_state(optimizer, params)
     opt_key, keep = _compile.optimizer_key(optimizer)
     setup, setup_time = _compile.compiled(
         ("setup", opt_key, layout.packed),

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt._numerics import weak_float
 from gdopt._validation import Interval, check_int, check_scalar
 from gdopt.base import (
     Decay,
@@ -564,7 +565,7 @@ def adopt(
     *,
     nesterov: bool = False,
     use_clipping: bool = True,
-    clip_value_fn: Callable[[jax.Array], jax.Array] = lambda step: step**0.25,
+    clip_value_fn: Callable[[jax.Array], jax.Array] = lambda step: weak_float(step) ** 0.25,
 ) -> GradientTransformation:
     """ADOPT (Taniguchi et al., 2024): Adam that converges for any ``β2``.
 

@@ -14,9 +14,15 @@ those of ``optax.contrib``'s functions of the same name.
 
 from __future__ import annotations
 
-from gdopt.base import GradientTransformation, LearningRate, NonNegative, OptionalDecay, Positive
+from gdopt.base import (
+    DecayPair,
+    GradientTransformation,
+    LearningRate,
+    NonNegative,
+    OptionalDecay,
+    Positive,
+)
 from gdopt.hyperparams import named_optimizer
-from gdopt.base import DecayPair
 from gdopt.transforms.lr_free import scale_by_dadapt_adamw, scale_by_prodigy
 
 __all__ = ["prodigy", "dadapt_adamw"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from gdopt import _numerics as num
 from gdopt.base import (
     Decay,
     GradientTransformation,
@@ -46,7 +47,8 @@ def _warmup(peak: Any, warmup_steps: int | None) -> ScalarOrSchedule:
     """The rate of the 1-based step ``t``: ``peak · min(t / warmup_steps, 1)``."""
     if warmup_steps is None:
         return peak
-    return lambda t: peak * jnp.clip(jnp.asarray(t, jnp.float32) / warmup_steps, 0, 1)
+    # peak may be a float32 array (a hyperparameter): the promotion is explicit (num.mul)
+    return lambda t: num.mul(peak, jnp.clip(jnp.asarray(t, jnp.float32) / warmup_steps, 0, 1))
 
 
 def _from_zero(rate: ScalarOrSchedule) -> ScalarOrSchedule:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt._numerics import global_norm, safe_rms, sum_of_squares, tree_map
 from gdopt._traits import transform
 from gdopt._validation import check_scalar, need_params
@@ -60,7 +61,7 @@ def clip(max_delta: NonNegative) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        out = tree_map(lambda u: jnp.clip(u, -max_delta, max_delta).astype(u.dtype), updates)
+        out = tree_map(lambda u: num.clip(u, -max_delta, max_delta).astype(u.dtype), updates)
         return out, state
 
     return GradientTransformation(init_empty_state, update)
@@ -97,8 +98,8 @@ def clip_by_global_norm(max_norm: Positive) -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         del params, extra
         norm = global_norm(updates)
-        keep = norm < max_norm
-        factor = jnp.where(keep, 1.0, max_norm / jnp.where(keep, 1.0, norm))
+        keep = jnp.less(*num.promote(norm, max_norm))
+        factor = jnp.where(keep, 1.0, num.div(max_norm, jnp.where(keep, 1.0, norm)))
         return tree_map(lambda u: (u * factor.astype(u.dtype)).astype(u.dtype), updates), state
 
     return GradientTransformation(init_empty_state, update)
@@ -127,7 +128,7 @@ def clip_by_block_rms(threshold: Positive) -> GradientTransformation:
 
     def leaf(u):
         rms = safe_rms(u)
-        return (u / jnp.maximum(1.0, rms / threshold).astype(u.dtype)).astype(u.dtype)
+        return (u / jnp.maximum(1.0, num.div(rms, threshold)).astype(u.dtype)).astype(u.dtype)
 
     def update(updates, state, params=None, **extra):
         del params, extra
@@ -225,9 +226,10 @@ def adaptive_grad_clip(
                 p_norm = unitwise_norm(p, axis)
             except ValueError as e:
                 raise ValueError(f"adaptive_grad_clip at {key_path_str(path)}: {e}") from None
-            max_norm = clipping * jnp.maximum(p_norm, eps)
-            clipped = g * (max_norm / jnp.maximum(g_norm, 1e-6)).astype(g.dtype)
-            out.append(jnp.where(g_norm < max_norm, g, clipped).astype(g.dtype))
+            max_norm = num.mul(clipping, num.maximum(p_norm, eps))
+            clipped = g * num.div(max_norm, jnp.maximum(g_norm, 1e-6)).astype(g.dtype)
+            small = jnp.less(*num.promote(g_norm, max_norm))
+            out.append(jnp.where(small, g, clipped).astype(g.dtype))
         return treedef.unflatten(out), state
 
     return GradientTransformation(init_empty_state, update)
@@ -318,7 +320,7 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
             )
     norms = jax.vmap(global_norm)(grads)
     safe = jnp.where(norms > 0, norms, 1.0)
-    factors = jnp.where(norms > 0, jnp.minimum(1.0, l2_norm_clip / safe), 1.0)
+    factors = jnp.where(norms > 0, jnp.minimum(1.0, num.div(l2_norm_clip, safe)), 1.0)
     num_clipped = jnp.sum(factors < 1.0)
     summed = jax.tree.map(
         lambda g: jnp.tensordot(factors.astype(g.dtype), g, axes=1).astype(g.dtype), grads

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from gdopt import _numerics as num
 from gdopt._numerics import global_norm, tree_map
 from gdopt._traits import transform
 from gdopt._validation import check_callable, check_scalar, is_concrete, need_params
@@ -71,7 +72,9 @@ def keep_params_nonnegative() -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         del extra
         need_params(params, "keep_params_nonnegative", _WHY)
-        out = tree_map(lambda u, p: jnp.where(p + u < 0, -p, u).astype(u.dtype), updates, params)
+        out = tree_map(
+            lambda u, p: num.where(num.add(p, u) < 0, -p, u).astype(u.dtype), updates, params
+        )
         return out, state
 
     return GradientTransformation(init_empty_state, update)
@@ -136,7 +139,7 @@ def project_box(tree: Any, lower: Any, upper: Any) -> Any:
                     f"project_box needs lower <= upper everywhere, got lower={lo} and upper={hi}."
                 )
     out = [
-        jnp.clip(x, lo, hi).astype(jnp.asarray(x).dtype)
+        num.clip(x, lo, hi).astype(jnp.asarray(x).dtype)
         for x, lo, hi in zip(leaves, lows, highs, strict=True)
     ]
     return treedef.unflatten(out)
@@ -161,9 +164,9 @@ def project_l2_ball(tree: Any, scale: Any = 1.0) -> Any:
     """
     check_scalar("scale", scale, low=0.0)
     norm = global_norm(tree)
-    factor = scale / jnp.maximum(norm, scale)
+    factor = num.div(scale, num.maximum(norm, scale))
     factor = jnp.where(norm > 0, factor, 1.0)
-    return jax.tree.map(lambda x: (x * factor).astype(jnp.asarray(x).dtype), tree)
+    return jax.tree.map(lambda x: num.mul(x, factor).astype(jnp.asarray(x).dtype), tree)
 
 
 def _project_unit_simplex_vector(v: jax.Array, z: Any) -> jax.Array:
@@ -201,10 +204,14 @@ def project_simplex(tree: Any, scale: Any = 1.0) -> Any:
     [0.0, 1.0, 0.0]
     """
     check_scalar("scale", scale, low=0.0, low_open=True)
-    flat, unravel = ravel_pytree(tree)
+    # ravel_pytree casts the leaves to their common dtype (and back): made explicit here.
+    leaves = jax.tree.leaves(tree)
+    dtype = num.result_dtype(*(jnp.asarray(x).dtype for x in leaves)) if leaves else None
+    flat, unravel = ravel_pytree(jax.tree.map(lambda x: num.cast_to(x, dtype), tree))
     if flat.size == 0:
         return tree
-    return unravel(_project_unit_simplex_vector(flat, jnp.asarray(scale, flat.dtype)))
+    out = unravel(_project_unit_simplex_vector(flat, jnp.asarray(scale, flat.dtype)))
+    return jax.tree.map(lambda q, x: num.cast_like(q, jnp.asarray(x)), out, tree)
 
 
 def _projection(project: Callable[[Any], Any], name: str) -> GradientTransformation:
@@ -213,9 +220,9 @@ def _projection(project: Callable[[Any], Any], name: str) -> GradientTransformat
     def update(updates, state, params=None, **extra):
         del extra
         need_params(params, name, _WHY)
-        moved = tree_map(lambda u, p: p + u, updates, params)
+        moved = tree_map(lambda u, p: num.add(p, u), updates, params)
         projected = project(moved)
-        out = tree_map(lambda q, p, u: (q - p).astype(u.dtype), projected, params, updates)
+        out = tree_map(lambda q, p, u: num.sub(q, p).astype(u.dtype), projected, params, updates)
         return out, state
 
     return GradientTransformation(init_empty_state, update)

@@ -20,11 +20,14 @@ import numpy as np
 
 from gdopt._numerics import (
     abs_sq,
+    add,
     as_float32,
     cast_tree_like,
     is_none,
     map_leaves,
+    mul,
     safe_increment,
+    sub,
     tree_map,
     update_moment,
 )
@@ -126,8 +129,8 @@ def scale_by_sm3(
                 for axis in range(1, ndim):
                     shape = (1,) * axis + (-1,) + (1,) * (ndim - axis - 1)
                     prev = jnp.minimum(prev, accs[axis].reshape(shape))
-            nu = new_weight.astype(g.dtype) * g * g + b2 * prev
-            pre = jnp.where(nu > 0, jax.lax.rsqrt(nu + eps), 0.0) * g
+            nu = add(new_weight.astype(g.dtype) * g * g, mul(b2, prev))
+            pre = mul(jnp.where(nu > 0, jax.lax.rsqrt(add(nu, eps)), 0.0), g)
             m = update_moment(pre, m, b1, 1)
             if ndim < 2:
                 new_accs = [nu.astype(accs[0].dtype)]
@@ -253,7 +256,7 @@ def scale_by_factored_rms(
         def slots(p):
             p = jnp.asarray(p)
             dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
-            empty = jnp.zeros((), p.dtype)
+            empty = jnp.zeros((1,), p.dtype)  # an unused slot, shaped as optax's
             if dims is None:
                 return empty, empty, jnp.zeros_like(p)
             d_second, d_largest = dims
@@ -268,26 +271,28 @@ def scale_by_factored_rms(
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        beta = decay_fn(state.count - step_offset, decay_rate)
+        beta = decay_fn(sub(state.count, step_offset), decay_rate)
+
+        def moving_average(x, x_new):
+            return add(mul(beta, x), mul(1 - beta, x_new)).astype(x.dtype)
 
         def leaf(g, row, col, v):
-            g2 = abs_sq(g) + epsilon
+            g2 = add(abs_sq(g), epsilon)
             dims = _factored_dims(g.shape, factored, min_dim_size_to_factor)
             if dims is None:
-                v = (beta * v + (1 - beta) * g2).astype(v.dtype)
-                u = g * jax.lax.rsqrt(v.astype(g2.dtype))
+                v = moving_average(v, g2)
+                u = mul(g, jax.lax.rsqrt(v.astype(g2.dtype)))
                 return u.astype(g.dtype), row, col, v
             d_second, d_largest = dims
-            row = (beta * row + (1 - beta) * jnp.mean(g2, axis=d_largest)).astype(row.dtype)
-            col = (beta * col + (1 - beta) * jnp.mean(g2, axis=d_second)).astype(col.dtype)
+            row = moving_average(row, jnp.mean(g2, axis=d_largest))
+            col = moving_average(col, jnp.mean(g2, axis=d_second))
             # ``row`` lost axis d_largest, so d_second moved left by one if it came after it.
             row_axis = d_second - 1 if d_second > d_largest else d_second
             row_factor = jax.lax.rsqrt(row / jnp.mean(row, axis=row_axis, keepdims=True))
             col_factor = jax.lax.rsqrt(col)
-            u = (
-                g
-                * jnp.expand_dims(row_factor, axis=d_largest)
-                * jnp.expand_dims(col_factor, axis=d_second)
+            u = mul(
+                mul(g, jnp.expand_dims(row_factor, axis=d_largest)),
+                jnp.expand_dims(col_factor, axis=d_second),
             )
             return u.astype(g.dtype), row, col, v
 

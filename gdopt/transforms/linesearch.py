@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdopt import _control as control
+from gdopt import _numerics as num
 from gdopt._numerics import safe_increment, tree_map
 from gdopt._traits import transform
 from gdopt._validation import Integer, Interval, OneOf, is_concrete, need_params
@@ -91,8 +92,23 @@ def _value_dtype(params: Any) -> Any:
         if jnp.issubdtype(d, jnp.complexfloating):
             d = jnp.finfo(d).dtype
         if jnp.issubdtype(d, jnp.floating):
-            out = jnp.promote_types(out, d)
+            out = num.promote_types(out, d)
     return out
+
+
+def _less_equal(a: Any, b: Any) -> jax.Array:
+    """``a <= b`` with the promotion made explicit (:func:`gdopt._numerics.promote`)."""
+    return jnp.less_equal(*num.promote(a, b))
+
+
+def _greater(a: Any, b: Any) -> jax.Array:
+    """``a > b`` with the promotion made explicit."""
+    return jnp.greater(*num.promote(a, b))
+
+
+def _greater_equal(a: Any, b: Any) -> jax.Array:
+    """``a >= b`` with the promotion made explicit."""
+    return jnp.greater_equal(*num.promote(a, b))
 
 
 def _extras(extra: dict, who: str) -> tuple[Any, Any, Callable, dict]:
@@ -122,14 +138,17 @@ def _real(dtype: Any) -> Any:
 
 def _step(params: Any, eta: Any, updates: Any) -> Any:
     """The trial point ``params + η updates`` in the params' dtypes."""
-    return jax.tree.map(
-        lambda p, u: (p + eta.astype(_real(p.dtype)) * u).astype(p.dtype), params, updates
-    )
+
+    def leaf(p, u):
+        q, step = num.promote(p, num.mul(eta.astype(_real(p.dtype)), u))
+        return (q + step).astype(p.dtype)
+
+    return jax.tree.map(leaf, params, updates)
 
 
 def _scaled(eta: Any, updates: Any) -> Any:
     """``η updates`` in the updates' dtypes (``None`` leaves kept)."""
-    return tree_map(lambda u: (eta.astype(_real(u.dtype)) * u).astype(u.dtype), updates)
+    return tree_map(lambda u: num.mul(eta.astype(_real(u.dtype)), u).astype(u.dtype), updates)
 
 
 # Eager-friendly control flow. Under jit/vmap/grad these are lax.cond / lax.while_loop /
@@ -243,20 +262,26 @@ def scale_by_backtracking_linesearch(
         f = lambda p: jnp.asarray(value_fn(p, **kw)).astype(dtype)  # noqa: E731
 
         def decrease_error(eta, new_value):
-            err = new_value - (1.0 + rtol) * value - eta * slope_rtol * slope
+            # the constants may be arrays of another dtype: each operation computes in the
+            # dtype standard promotion gives its operands (num.mul, num.sub...)
+            err = num.sub(
+                num.sub(new_value, num.mul(1.0 + rtol, value)),
+                num.mul(num.mul(eta, slope_rtol), slope),
+            )
             return jnp.where(jnp.isnan(err), jnp.inf, jnp.maximum(err, 0.0)).astype(dtype)
 
         def cond(carry):
             _, _, err, it = carry
-            return (err > atol) & (it <= max_backtracking_steps)
+            return _greater(err, atol) & (it <= max_backtracking_steps)
 
         def body(carry):
             eta, _, _, it = carry
-            eta = jnp.where(it > 0, decrease_factor * eta, eta).astype(dtype)
+            eta = num.where(it > 0, num.mul(decrease_factor, eta), eta).astype(dtype)
             new_value = f(_step(params, eta, updates))
             return eta, new_value, decrease_error(eta, new_value), it + 1
 
-        eta0 = jnp.minimum(increase_factor * state.learning_rate, max_learning_rate).astype(dtype)
+        eta0 = num.minimum(num.mul(increase_factor, state.learning_rate), max_learning_rate)
+        eta0 = eta0.astype(dtype)
         carry = (eta0, value, jnp.asarray(jnp.inf, dtype), jnp.zeros([], jnp.int32))
         eta, new_value, err, it = control.while_loop(cond, body, carry)
         finite = jnp.isfinite(err)
@@ -264,7 +289,7 @@ def scale_by_backtracking_linesearch(
         new_value = jnp.where(finite, new_value, value)
         if verbose:
             control.cond(
-                err > atol,
+                _greater(err, atol),
                 lambda: jax.debug.print(
                     "scale_by_backtracking_linesearch: no step satisfied the Armijo condition "
                     "(value {v}, slope {s}, last step {e}, decrease error {d}); using step {u}.",
@@ -472,33 +497,36 @@ def scale_by_zoom_linesearch(
             return as_v(v), g, as_v(tree_vdot(updates, g))
 
         def errors(eta, v, d):
-            dec = v - f0 - slope_rtol * eta * d0
+            # the constants may be arrays of another dtype: each operation computes in the
+            # dtype standard promotion gives its operands (num.mul, num.sub...)
+            dec = num.sub(v - f0, num.mul(num.mul(slope_rtol, eta), d0))
             if approx_dec_rtol is not None:
-                approx = jnp.maximum(
-                    d - (2 * slope_rtol - 1.0) * d0, v - f0 - approx_dec_rtol * jnp.abs(f0)
+                approx = num.maximum(
+                    num.sub(d, num.mul(2 * slope_rtol - 1.0, d0)),
+                    num.sub(v - f0, num.mul(approx_dec_rtol, jnp.abs(f0))),
                 )
-                dec = jnp.minimum(dec, approx)
+                dec = num.minimum(dec, approx)
             dec = jnp.where(jnp.isnan(dec), jnp.inf, jnp.maximum(dec, 0.0))
-            curv = jnp.abs(d) - curv_rtol * jnp.abs(d0)
+            curv = num.sub(jnp.abs(d), num.mul(curv_rtol, jnp.abs(d0)))
             curv = jnp.where(jnp.isnan(curv), jnp.inf, jnp.maximum(curv, 0.0))
             return as_v(dec), as_v(curv)
 
         def record_safe(s, eta, v, g, dec):
-            better = (dec <= tol) & ((s.safe <= 0) | (v < s.f_safe))
+            better = _less_equal(dec, tol) & ((s.safe <= 0) | (v < s.f_safe))
             safe, f_safe, g_safe = tree_where(better, (eta, v, g), (s.safe, s.f_safe, s.g_safe))
             return as_v(safe), as_v(f_safe), g_safe
 
         def bracket_phase(s):
             first = s.it == 0
-            eta = jnp.where(first, s.step, increase_factor * s.step)
+            eta = num.where(first, s.step, num.mul(increase_factor, s.step))
             capped = jnp.asarray(False)
             if max_learning_rate is not None:
-                capped = eta >= max_learning_rate
-                eta = jnp.minimum(eta, max_learning_rate)
+                capped = _greater_equal(eta, max_learning_rate)
+                eta = num.minimum(eta, max_learning_rate)
             eta = as_v(eta)
             v, g, d = evaluate(eta)
             dec, curv = errors(eta, v, d)
-            ok = jnp.maximum(dec, curv) <= tol
+            ok = _less_equal(jnp.maximum(dec, curv), tol)
             # Alg. 3.5: [prev, eta] brackets when eta lacks sufficient decrease or is no
             # better than prev; [eta, prev] when the slope at eta is already non-negative.
             high_is_new = (dec > 0) | ((v >= s.value) & ~first)
@@ -540,7 +568,7 @@ def scale_by_zoom_linesearch(
             eta = as_v(eta)
             v, g, d = evaluate(eta)
             dec, curv = errors(eta, v, d)
-            ok = jnp.maximum(dec, curv) <= tol
+            ok = _less_equal(jnp.maximum(dec, curv), tol)
             # Alg. 3.6: eta replaces hi when it lacks sufficient decrease or is no better
             # than lo; otherwise it replaces lo, and the old lo becomes hi when the slope at
             # eta points away from hi.
@@ -554,7 +582,7 @@ def scale_by_zoom_linesearch(
             ref_is_hi = new_hi_is_eta | hi_to_lo
             ref = tree_where(ref_is_hi, old_hi[:2], old_lo[:2])
             safe = record_safe(s, eta, v, g, dec)
-            tiny = (jnp.abs(hi[0] - lo[0]) <= stepsize_precision) & (safe[0] > 0)
+            tiny = _less_equal(jnp.abs(hi[0] - lo[0]), stepsize_precision) & (safe[0] > 0)
             return s._replace(
                 done=ok, failed=tiny & ~ok,
                 step=eta, value=v, grad=g, slope=d, dec_err=dec, curv_err=curv,
@@ -705,7 +733,7 @@ def scale_by_lbfgs(
         count = state.count
         started = count > 0
         g = jax.tree.map(lambda u, p: jnp.asarray(u).astype(p.dtype), updates, state.updates)
-        s = jax.tree.map(lambda a, b: (a - b).astype(b.dtype), params, state.params)
+        s = jax.tree.map(lambda a, b: num.sub(a, b).astype(b.dtype), params, state.params)
         y = jax.tree.map(lambda a, b: a - b, g, state.updates)
         sy = tree_vdot(s, y).astype(dtype)
         yy = tree_l2_norm(y, squared=True).astype(dtype)
@@ -725,7 +753,8 @@ def scale_by_lbfgs(
         else:
             gamma = jnp.ones([], dtype)
         # Ring buffer: slot (count + j) % m, j = 0..m-1, runs from oldest to newest.
-        order = (count + jnp.arange(memory_size)) % memory_size
+        slots = jnp.arange(memory_size)
+        order = (count.astype(slots.dtype) + slots) % memory_size
 
         def take(mem, i):
             return jax.tree.map(lambda m: m[i], mem)

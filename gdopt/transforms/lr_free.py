@@ -61,7 +61,7 @@ def _adam_step_factor(b1: Any, b2: Any, count: jax.Array, dtype: Any) -> jax.Arr
     """``sqrt(1 - β2^t) / (1 - β1^t)``: Adam's two bias corrections folded into the step."""
     c1 = num.bias_correction_factor(b1, count)
     c2 = num.bias_correction_factor(b2, count)
-    return (jnp.sqrt(c2) / c1).astype(dtype)
+    return num.div(jnp.sqrt(c2), c1).astype(dtype)
 
 
 # ----------------------------------------------------------------------------- Prodigy
@@ -110,6 +110,10 @@ def scale_by_prodigy(
     ``contrib.prodigy``: the step size ``γ_t d_t`` uses the estimate before this update and
     the ``ε`` of the denominator the estimate after it. The ``(1 - β3)`` factors of the
     paper's Algorithm 4 cancel between ``r`` and ``s``, and both are divided by ``d_0``.
+
+    While ``||s_t||_1 = 0`` (every gradient so far is zero, say) the estimate is undefined:
+    as in the authors' code, such a step leaves ``d`` and the step count ``t`` as they are
+    and outputs zero (the moments are updated; ``r`` is still 0).
 
     The output is the positive step; with ``flip_sign`` it is the update ``-step_t`` to add
     to the parameters (what :func:`gdopt.prodigy` returns, in one transformation with optax's
@@ -164,26 +168,43 @@ def scale_by_prodigy(
         count = safe_increment(state.count)
         lr = resolve(learning_rate, state.count)
         d = state.estim_lr
-        dlr = jnp.asarray(d * lr * _adam_step_factor(b1, b2, count, dtype), dtype)
-        numer = tree_vdot(updates, jax.tree.map(lambda p0, p: p0 - p, state.params0, params))
+        dlr = jnp.asarray(num.mul(num.mul(d, lr), _adam_step_factor(b1, b2, count, dtype)), dtype)
+        numer = tree_vdot(updates, jax.tree.map(num.sub, state.params0, params))
         sum_lr = d if safeguard_warmup else dlr
 
         def moments(g, ea, eas, s):
-            dg = d * g
-            ea_n = b1 * ea + (1 - b1) * dg
-            eas_n = b2 * eas + (1 - b2) * dg * dg
-            s_n = b3 * s + sum_lr * dg / estim_lr0
+            dg = num.mul(d, g)
+            ea_n = num.add(num.mul(b1, ea), num.mul(1 - b1, dg))
+            eas_n = num.add(num.mul(b2, eas), num.mul(num.mul(1 - b2, dg), dg))
+            s_n = num.add(num.mul(b3, s), num.div(num.mul(sum_lr, dg), estim_lr0))
             return g, cast_like(ea_n, ea), cast_like(eas_n, eas), cast_like(s_n, s)
 
         _, ea, eas, s = map_leaves(
             moments, 4, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
         )
-        num_w = b3 * state.numerator_weighted + (d / estim_lr0) * dlr * numer
-        new_d = jnp.maximum(d, estim_lr_coef * num_w / _l1_norm(s, dtype))
+        num_w = num.add(
+            num.mul(b3, state.numerator_weighted),
+            num.mul(num.mul(num.div(d, estim_lr0), dlr), numer),
+        )
+        # ||s_t||_1 = 0 (every gradient so far is zero, say): the authors' code returns
+        # before the estimate and the step, so d, the step count and the parameters stay as
+        # they are (the moments are updated). r keeps its formula: with no step taken yet,
+        # <g_t, x_0 - x_t> = 0 and r stays 0 (a select on it would change how XLA fuses its
+        # reduction, and so the last bits of the later steps).
+        l1 = _l1_norm(s, dtype)
+        skip = l1 == 0
+        new_d = num.maximum(d, num.div(num.mul(estim_lr_coef, num_w), jnp.where(skip, 1, l1)))
+        new_d = num.where(skip, d, new_d)
 
         def step(g, m, v, p):
-            out = dlr * (weight_decay * p + m / (jnp.sqrt(v) + new_d * eps))
-            return (-out if flip_sign else out).astype(g.dtype)
+            out = num.mul(
+                dlr,
+                num.add(
+                    num.mul(weight_decay, p), num.div(m, num.add(jnp.sqrt(v), num.mul(new_d, eps)))
+                ),
+            )
+            out = (-out if flip_sign else out).astype(g.dtype)
+            return jnp.where(skip, jnp.zeros_like(out), out)
 
         new_state = ProdigyState(
             exp_avg=ea,
@@ -192,7 +213,7 @@ def scale_by_prodigy(
             params0=state.params0,
             estim_lr=new_d.astype(dtype),
             numerator_weighted=num_w.astype(dtype),
-            count=count,
+            count=jnp.where(skip, state.count, count),
         )
         return tree_map(step, updates, ea, eas, params), new_state
 
@@ -236,9 +257,11 @@ def scale_by_dadapt_adamw(
 
     This is the order of operations of the authors' ``dadaptation.DAdaptAdam`` (with
     ``use_bias_correction=True`` and ``decouple=True``) and of optax's
-    ``contrib.dadapt_adamw``. The output is the positive step; with ``flip_sign`` it is the
-    update ``-step_t`` (what :func:`gdopt.dadapt_adamw` returns, in one transformation with
-    optax's state).
+    ``contrib.dadapt_adamw``. While ``||s_t||_1 = 0`` (every gradient so far is zero, say) the
+    estimate is undefined: as in the authors' code, such a step leaves ``d`` and the step
+    count ``t`` as they are and outputs zero (the moments are updated; ``r`` is still 0).
+    The output is the positive step; with ``flip_sign`` it is the update ``-step_t`` (what
+    :func:`gdopt.dadapt_adamw` returns, in one transformation with optax's state).
 
     Args:
       learning_rate: ``α`` >= 0, a multiplier of the learned step (number, array or schedule).
@@ -283,27 +306,43 @@ def scale_by_dadapt_adamw(
         sb2 = jnp.sqrt(jnp.asarray(b2, dtype))
         count = safe_increment(state.count)
         lr = resolve(learning_rate, state.count)
-        dlr = jnp.asarray(state.estim_lr * lr * _adam_step_factor(b1, b2, count, dtype), dtype)
+        dlr = jnp.asarray(
+            num.mul(num.mul(state.estim_lr, lr), _adam_step_factor(b1, b2, count, dtype)), dtype
+        )
         numer = tree_vdot(
             updates,
-            jax.tree.map(lambda s, v: s / (jnp.sqrt(v) + eps), state.grad_sum, state.exp_avg_sq),
+            jax.tree.map(
+                lambda s, v: num.div(s, num.add(jnp.sqrt(v), eps)), state.grad_sum, state.exp_avg_sq
+            ),
         )
 
         def moments(g, ea, eas, s):
-            ea_n = b1 * ea + (1 - b1) * dlr * g
-            eas_n = b2 * eas + (1 - b2) * g * g
-            s_n = sb2 * s + (1 - sb2) * dlr * g
+            ea_n = num.add(num.mul(b1, ea), num.mul(num.mul(1 - b1, dlr), g))
+            eas_n = num.add(num.mul(b2, eas), num.mul(num.mul(1 - b2, g), g))
+            s_n = num.add(num.mul(sb2, s), num.mul(num.mul(1 - sb2, dlr), g))
             return g, cast_like(ea_n, ea), cast_like(eas_n, eas), cast_like(s_n, s)
 
         _, ea, eas, s = map_leaves(
             moments, 4, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
         )
-        num_w = sb2 * state.numerator_weighted + (1 - sb2) * dlr * numer
-        new_d = jnp.maximum(state.estim_lr, num_w / ((1 - sb2) * _l1_norm(s, dtype)))
+        num_w = num.add(
+            num.mul(sb2, state.numerator_weighted), num.mul(num.mul(1 - sb2, dlr), numer)
+        )
+        # ||s_t||_1 = 0 (every gradient so far is zero, say): the authors' code returns
+        # before the estimate and the step, so d, the step count and the parameters stay as
+        # they are (the moments are updated). r keeps its formula: s_{t-1} = 0 keeps it 0 (a
+        # select on it would change how XLA fuses its reduction).
+        l1 = _l1_norm(s, dtype)
+        skip = l1 == 0
+        new_d = num.maximum(state.estim_lr, num.div(num_w, (1 - sb2) * jnp.where(skip, 1, l1)))
+        new_d = num.where(skip, state.estim_lr, new_d)
 
         def step(g, m, v, p):
-            out = weight_decay * dlr * p + m / (jnp.sqrt(v) + eps)
-            return (-out if flip_sign else out).astype(g.dtype)
+            out = num.add(
+                num.mul(num.mul(weight_decay, dlr), p), num.div(m, num.add(jnp.sqrt(v), eps))
+            )
+            out = (-out if flip_sign else out).astype(g.dtype)
+            return jnp.where(skip, jnp.zeros_like(out), out)
 
         new_state = DAdaptAdamWState(
             exp_avg=ea,
@@ -311,7 +350,7 @@ def scale_by_dadapt_adamw(
             grad_sum=s,
             estim_lr=new_d.astype(dtype),
             numerator_weighted=num_w.astype(dtype),
-            count=count,
+            count=jnp.where(skip, state.count, count),
         )
         return tree_map(step, updates, ea, eas, params), new_state
 
@@ -368,12 +407,14 @@ def scale_by_polyak(
                 "opt.update(grads, state, params, value=loss)."
             )
         sq = tree_l2_norm(updates, squared=True)
-        gap = jnp.asarray(value - f_min).astype(sq.dtype)
+        gap = jnp.asarray(num.sub(value, f_min)).astype(sq.dtype)
         if variant == "sps+":
             gap = jnp.maximum(gap, 0.0)
-        den = sq + eps
-        tiny = den <= jnp.finfo(sq.dtype).tiny
-        step = jnp.where(tiny, 0.0, jnp.minimum(gap / jnp.where(tiny, 1.0, den), max_learning_rate))
-        return tree_map(lambda u: (step * u).astype(u.dtype), updates), state
+        den = num.add(sq, eps)
+        tiny = jnp.less_equal(*num.promote(den, jnp.finfo(sq.dtype).tiny))
+        step = jnp.where(
+            tiny, 0.0, num.minimum(num.div(gap, jnp.where(tiny, 1.0, den)), max_learning_rate)
+        )
+        return tree_map(lambda u: num.mul(step, u).astype(u.dtype), updates), state
 
     return GradientTransformation(init_empty_state, update)

@@ -29,12 +29,19 @@ import numpy as np
 from gdopt import _numerics as num
 from gdopt._numerics import (
     abs_sq,
+    add,
     cast_like,
     cast_tree_like,
+    div,
     map_leaves,
+    maximum,
+    mul,
+    promote,
     safe_increment,
+    sub,
     tree_map,
     update_moment,
+    where,
 )
 from gdopt._traits import transform
 from gdopt._validation import Interval, check_callable, is_concrete
@@ -119,9 +126,9 @@ def trace(
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        new_trace = tree_map(lambda g, t: g + decay * t, updates, state.trace)
+        new_trace = tree_map(lambda g, t: add(g, mul(decay, t)), updates, state.trace)
         if nesterov:
-            out = tree_map(lambda g, t: cast_like(g + decay * t, g), updates, new_trace)
+            out = tree_map(lambda g, t: cast_like(add(g, mul(decay, t)), g), updates, new_trace)
         else:
             out = cast_tree_like(new_trace, updates)
         new_trace = cast_tree_like(new_trace, state.trace)
@@ -232,11 +239,13 @@ def scale_by_adam(
             m = update_moment(g, m, b1, 1)
             v = update_moment(g, v, b2, 2)
             if nesterov:
-                m_hat = b1 * (m / c1_next.astype(m.dtype)) + (1 - b1) * (g / c1.astype(g.dtype))
+                m_hat = add(
+                    mul(b1, m / c1_next.astype(m.dtype)), mul(1 - b1, g / c1.astype(g.dtype))
+                )
             else:
                 m_hat = m / c1.astype(m.dtype)
             v_hat = v / c2.astype(v.dtype)
-            u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+            u = div(m_hat, add(jnp.sqrt(add(v_hat, eps_root)), eps))
             return u.astype(g.dtype), m, v
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -308,9 +317,9 @@ def scale_by_rms(
             v = update_moment(g, v, decay, 2)
             v_hat = num.bias_correction(v, decay, count) if correct else v
             if eps_in_sqrt:
-                u = g * jax.lax.rsqrt(v_hat + eps)
+                u = mul(g, jax.lax.rsqrt(add(v_hat, eps)))
             else:
-                u = g / (jnp.sqrt(v_hat) + eps)
+                u = div(g, add(jnp.sqrt(v_hat), eps))
             return u.astype(g.dtype), v
 
         u, nu = map_leaves(leaf, 2, updates, state.nu)
@@ -373,11 +382,11 @@ def scale_by_stddev(
             v = update_moment(g, v, decay, 2)
             m_hat = num.bias_correction(m, decay, count) if correct else m
             v_hat = num.bias_correction(v, decay, count) if correct else v
-            var = v_hat - abs_sq(m_hat)
+            var = sub(v_hat, abs_sq(m_hat))
             if eps_in_sqrt:
-                u = g * jax.lax.rsqrt(var + eps)
+                u = mul(g, jax.lax.rsqrt(add(var, eps)))
             else:
-                u = g / (jnp.sqrt(var) + eps)
+                u = div(g, add(jnp.sqrt(var), eps))
             return u.astype(g.dtype), m, v
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -421,8 +430,8 @@ def scale_by_rss(
         del params, extra
 
         def leaf(g, s):
-            s = abs_sq(g) + s
-            u = jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g
+            s = add(abs_sq(g), s)
+            u = mul(jnp.where(s > 0, jax.lax.rsqrt(add(s, eps)), 0.0), g)
             return u.astype(g.dtype), s
 
         u, sos = map_leaves(leaf, 2, updates, state.sum_of_squares)
@@ -518,8 +527,8 @@ def scale_by_amsgrad(
             v = update_moment(g, v, b2, 2)
             m_hat = num.bias_correction(m, b1, count) if bias_correction_mu else m
             v_eff = num.bias_correction(v, b2, count) if bias_correction_nu else v
-            v_max = jnp.maximum(v_max, v_eff)
-            u = m_hat / (jnp.sqrt(v_max + eps_root) + eps)
+            v_max = maximum(v_max, v_eff)
+            u = div(m_hat, add(jnp.sqrt(add(v_max, eps_root)), eps))
             return u.astype(g.dtype), m, v, v_max
 
         u, mu, nu, nu_max = map_leaves(leaf, 4, updates, state.mu, state.nu, state.nu_max)
@@ -587,8 +596,8 @@ def scale_by_adamax(
 
         def leaf(g, m, v):
             m = update_moment(g, m, b1, 1)
-            v = jnp.maximum(jnp.abs(g) + eps, b2 * v)
-            u = num.bias_correction(m, b1, count) / v
+            v = maximum(add(jnp.abs(g), eps), mul(b2, v))
+            u = div(num.bias_correction(m, b1, count), v)
             return u.astype(g.dtype), m, v
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -612,8 +621,9 @@ class ScaleByBeliefState(NamedTuple):
 
 def _nesterov_mean(m: jax.Array, g: jax.Array, b1: Any, count: jax.Array) -> jax.Array:
     """Nesterov's look-ahead debiased mean: ``β1 m / (1 - β1^{t+1}) + (1 - β1) g / (1 - β1^t)``."""
-    return b1 * num.bias_correction(m, b1, safe_increment(count)) + (1 - b1) * num.bias_correction(
-        g, b1, count
+    return add(
+        mul(b1, num.bias_correction(m, b1, safe_increment(count))),
+        mul(1 - b1, num.bias_correction(g, b1, count)),
     )
 
 
@@ -674,12 +684,12 @@ def scale_by_belief(
 
         def leaf(g, m, s):
             m = update_moment(g, m, b1, 1)
-            s = update_moment(g - m, s, b2, 2) + eps_root
+            s = add(update_moment(sub(g, m), s, b2, 2), eps_root)
             if nesterov:
                 m_hat = _nesterov_mean(m, g, b1, count)
             else:
                 m_hat = num.bias_correction(m, b1, count)
-            u = m_hat / (jnp.sqrt(num.bias_correction(s, b2, count)) + eps)
+            u = div(m_hat, add(jnp.sqrt(num.bias_correction(s, b2, count)), eps))
             return u.astype(g.dtype), m, s
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -752,10 +762,10 @@ def scale_by_yogi(
         def leaf(g, m, v):
             m = update_moment(g, m, b1, 1)
             g2 = abs_sq(g)
-            v = v - (1 - b2) * jnp.sign(v - g2) * g2
+            v = sub(v, mul(mul(1 - b2, jnp.sign(sub(v, g2))), g2))
             m_hat = num.bias_correction(m, b1, count)
             v_hat = num.bias_correction(v, b2, count)
-            u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+            u = div(m_hat, add(jnp.sqrt(add(v_hat, eps_root)), eps))
             return u.astype(g.dtype), m, v
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -815,7 +825,7 @@ def scale_by_adadelta(rho: Decay = 0.9, eps: NonNegative = 1e-6) -> GradientTran
 
         def leaf(g, e_g, e_x):
             e_g = update_moment(g, e_g, rho, 2)
-            delta = jnp.sqrt(e_x + eps) / jnp.sqrt(e_g + eps) * g
+            delta = mul(div(jnp.sqrt(add(e_x, eps)), jnp.sqrt(add(e_g, eps))), g)
             e_x = update_moment(delta, e_x, rho, 2)
             return delta.astype(g.dtype), e_g, e_x
 
@@ -894,9 +904,11 @@ def scale_by_radam(
         beta2 = num.as_float32(b2)
         rho_inf = 2.0 / (1.0 - beta2) - 1.0
         c2 = num.bias_correction_factor(b2, count)  # 1 - β2^t
-        rho = rho_inf - 2.0 * count.astype(jnp.float32) * (1.0 - c2) / c2
-        ratio = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
-        rectified = rho >= threshold
+        rho = sub(rho_inf, div(mul(2.0 * count.astype(jnp.float32), 1.0 - c2), c2))
+        ratio = div(
+            mul((rho - 4.0) * (rho - 2.0), rho_inf), mul((rho_inf - 4.0) * (rho_inf - 2.0), rho)
+        )
+        rectified = jnp.greater_equal(*promote(rho, threshold))
         r = jnp.sqrt(jnp.where(rectified, ratio, 1.0))
 
         def leaf(g, m, v):
@@ -907,8 +919,8 @@ def scale_by_radam(
             else:
                 m_hat = num.bias_correction(m, b1, count)
             v_hat = num.bias_correction(v, b2, count)
-            adapted = r.astype(m_hat.dtype) * m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
-            u = jnp.where(rectified, adapted, m_hat)
+            adapted = div(r.astype(m_hat.dtype) * m_hat, add(jnp.sqrt(add(v_hat, eps_root)), eps))
+            u = where(rectified, adapted, m_hat)
             return u.astype(g.dtype), m, v
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu)
@@ -1003,11 +1015,11 @@ def scale_by_rprop(
         del params, extra
 
         def leaf(g, step, prev):
-            s = g * prev
-            factor = jnp.where(s > 0, eta_plus, eta_minus)
-            grown = jnp.clip(step * factor, min_step_size, max_step_size)
-            step = jnp.where(s == 0, step, grown).astype(step.dtype)
-            u = jnp.where(s < 0, 0.0, step * jnp.sign(g))
+            s = mul(g, prev)
+            factor = where(s > 0, eta_plus, eta_minus)
+            grown = num.clip(mul(step, factor), min_step_size, max_step_size)
+            step = where(s == 0, step, grown).astype(step.dtype)
+            u = jnp.where(s < 0, 0.0, mul(step, jnp.sign(g)))
             return u.astype(g.dtype), step, u.astype(prev.dtype)
 
         u, steps, prev = map_leaves(leaf, 3, updates, state.step_sizes, state.prev_updates)
@@ -1028,7 +1040,7 @@ def scale_by_adopt(
     *,
     nesterov: bool = False,
     use_clipping: bool = True,
-    clip_value_fn: Callable[[jax.Array], jax.Array] = lambda step: step**0.25,
+    clip_value_fn: Callable[[jax.Array], jax.Array] = lambda step: num.weak_float(step) ** 0.25,
 ) -> GradientTransformation:
     """ADOPT's direction (Taniguchi et al., 2024): normalise by the *previous* second moment.
 
@@ -1050,7 +1062,9 @@ def scale_by_adopt(
       nesterov: Nesterov-style look-ahead on the momentum.
       use_clipping: clip the normalised gradient to ``[-c_t, c_t]`` (recommended: it is what
         makes the first steps stable).
-      clip_value_fn: ``t -> c_t``.
+      clip_value_fn: ``t -> c_t``; ``t`` is the int32 step counter (cast it before it meets
+        a Python float under strict dtype promotion; the default is
+        ``weak_float(t) ** 0.25``, which computes what ``t ** 0.25`` does).
 
     Returns:
       The transformation; its state is a :class:`ScaleByAdamState`.
@@ -1082,12 +1096,12 @@ def scale_by_adopt(
         started = state.count > 0
         b1_ = jnp.where(started, b1, 1.0)
         b2_ = jnp.where(started, b2, 0.0)
-        clip = clip_value_fn(state.count) if use_clipping else None
+        bound = clip_value_fn(state.count) if use_clipping else None
 
         def leaf(g, m, v):
-            n = g / jnp.maximum(jnp.sqrt(v), eps)
-            if clip is not None:
-                n = jnp.clip(n, -clip, clip)
+            n = div(g, maximum(jnp.sqrt(v), eps))
+            if bound is not None:
+                n = num.clip(n, -bound, bound)
             m_new = update_moment(n, m, b1_, 1)
             v_new = update_moment(g, v, b2_, 2)
             u = update_moment(n, m_new, b1_, 1) if nesterov else m_new
@@ -1181,8 +1195,8 @@ def scale_by_ademamix(
             m1n = update_moment(g, m1, b1, 1)
             m2n = update_moment(g, m2, b3_t, 1)
             vn = update_moment(g, v, b2, 2)
-            den = jnp.sqrt(vn / c2.astype(vn.dtype) + eps_root) + eps
-            u = (m1n / c1.astype(m1n.dtype) + alpha_t * m2n) / den
+            den = add(jnp.sqrt(add(vn / c2.astype(vn.dtype), eps_root)), eps)
+            u = div(add(m1n / c1.astype(m1n.dtype), mul(alpha_t, m2n)), den)
             return u.astype(g.dtype), cast_like(m1n, m1), cast_like(m2n, m2), cast_like(vn, v)
 
         u, m1, m2, nu = map_leaves(leaf, 4, updates, state.m1, state.m2, state.nu)

@@ -158,7 +158,7 @@ def scale_by_lion(
         if mode == "hard":
             return jnp.sign(c)
         if mode == "smooth":
-            return jnp.tanh(smooth_beta * c)
+            return jnp.tanh(num.mul(smooth_beta, c))
         return jnp.where(jnp.abs(c) < 1.0, c, jnp.sign(c))
 
     def init(params):
@@ -170,7 +170,7 @@ def scale_by_lion(
         del params, extra
 
         def leaf(g, m):
-            u = direction((1 - b1) * g + b1 * m)
+            u = direction(num.add(num.mul(1 - b1, g), num.mul(b1, m)))
             m = update_moment(g, m, b2, 1)
             return u.astype(g.dtype), m
 
@@ -227,9 +227,9 @@ def scale_by_trust_ratio(
         def leaf(u, p):
             p_norm = floor_norm(safe_norm(p), min_norm)
             u_norm = floor_norm(safe_norm(u), min_norm)
-            ratio = trust_coefficient * p_norm / (u_norm + eps)
+            ratio = num.div(num.mul(trust_coefficient, p_norm), num.add(u_norm, eps))
             ratio = jnp.where((p_norm == 0) | (u_norm == 0), 1.0, ratio)
-            return (u * ratio).astype(u.dtype)
+            return num.mul(u, ratio).astype(u.dtype)
 
         return tree_map(leaf, updates, params), state
 
@@ -264,7 +264,7 @@ def scale_by_param_block_norm(min_scale: NonNegative = 1e-3) -> GradientTransfor
         del extra
         need_params(params, "scale_by_param_block_norm", "it scales by ||p||")
         return tree_map(
-            lambda u, p: (u * floor_norm(safe_norm(p), min_scale)).astype(u.dtype),
+            lambda u, p: num.mul(u, floor_norm(safe_norm(p), min_scale)).astype(u.dtype),
             updates,
             params,
         ), state
@@ -301,7 +301,7 @@ def scale_by_param_block_rms(min_scale: NonNegative = 1e-3) -> GradientTransform
         del extra
         need_params(params, "scale_by_param_block_rms", "it scales by RMS(p)")
         return tree_map(
-            lambda u, p: (u * floor_norm(safe_rms(p), min_scale)).astype(u.dtype),
+            lambda u, p: num.mul(u, floor_norm(safe_rms(p), min_scale)).astype(u.dtype),
             updates,
             params,
         ), state
@@ -377,9 +377,12 @@ def scale_by_novograd(
 
         def leaf(g, m, v, p):
             norm_sq = jnp.sum(abs_sq(g))
-            v = jnp.where(first, norm_sq, b2 * v + (1 - b2) * norm_sq).astype(v.dtype)
-            d = g / (jnp.sqrt(v + eps_root) + eps) + weight_decay * p
-            m = b1 * m + d
+            v_new = num.add(num.mul(b2, v), num.mul(1 - b2, norm_sq))
+            v = num.where(first, norm_sq, v_new).astype(v.dtype)
+            d = num.add(
+                num.div(g, num.add(jnp.sqrt(num.add(v, eps_root)), eps)), num.mul(weight_decay, p)
+            )
+            m = num.add(num.mul(b1, m), d)
             return m.astype(g.dtype), m, v
 
         u, mu, nu = map_leaves(leaf, 3, updates, state.mu, state.nu, params)
@@ -572,23 +575,24 @@ def _newton_schulz_2d(x: jax.Array, rows: jax.Array, preconditioning: str, eps: 
     if transposed:
         x = x.T
     if preconditioning == "frobenius":
-        x = x / (jnp.linalg.norm(x) + eps)
+        x = num.div(x, num.add(jnp.linalg.norm(x), eps))
     elif preconditioning == "spectral":
-        x = x / (jnp.linalg.norm(x, ord=2) + eps)
+        x = num.div(x, num.add(jnp.linalg.norm(x, ord=2), eps))
     for i in range(rows.shape[0]):
         a, b, c = rows[i, 0], rows[i, 1], rows[i, 2]
         gram = x @ x.conj().T
         if i == 0 and preconditioning == "aol":
             # Scale row i by 1/sqrt(sum_j |G_ij|): makes the spectrum <= 1 (Gershgorin).
-            d = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(gram), axis=-1), eps))
-            x = d[:, None] * x
-            gram = d[:, None] * gram * d[None, :]
+            d = jax.lax.rsqrt(num.maximum(jnp.sum(jnp.abs(gram), axis=-1), eps))
+            x = num.mul(d[:, None], x)
+            gram = num.mul(num.mul(d[:, None], gram), d[None, :])
         elif i == 0 and preconditioning == "schatten":
             # ||G||_F = ||X||_{S4}^2 >= ||X||_2^2.
-            s = jax.lax.rsqrt(jnp.maximum(jnp.linalg.norm(gram), eps))
-            x = s * x
-            gram = (s * s) * gram
-        x = a * x + (b * gram + c * (gram @ gram)) @ x
+            s = jax.lax.rsqrt(num.maximum(jnp.linalg.norm(gram), eps))
+            x = num.mul(s, x)
+            gram = num.mul(s * s, gram)
+        poly = num.add(num.mul(b, gram), num.mul(c, gram @ gram))
+        x = num.add(num.mul(a, x), jnp.matmul(*num.promote(poly, x)))
     return x.T if transposed else x
 
 
@@ -788,8 +792,9 @@ def scale_by_muon(
                 )
             m_new = update_moment(g, m, beta, 1)
             if nesterov:
-                m_hat = beta * (m_new / c1_next.astype(m_new.dtype)) + (1 - beta) * (
-                    g / c1.astype(g.dtype)
+                m_hat = num.add(
+                    num.mul(beta, m_new / c1_next.astype(m_new.dtype)),
+                    num.mul(1 - beta, g / c1.astype(g.dtype)),
                 )
             else:
                 m_hat = m_new / c1.astype(m_new.dtype)
@@ -851,7 +856,7 @@ def scale_by_shape(
                 s = math.sqrt(max(1.0, fan_out / fan_in))
             else:
                 s = consistent_rms * math.sqrt(max(fan_in, fan_out))
-            out.append((s * u).astype(u.dtype))
+            out.append(num.mul(s, u).astype(u.dtype))
         return treedef.unflatten(out), state
 
     return GradientTransformation(init_empty_state, update)

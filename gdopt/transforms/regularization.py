@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt._numerics import as_float32, safe_increment, tree_map
 from gdopt._traits import transform
 from gdopt._validation import need_params
@@ -52,7 +53,9 @@ def add_decayed_weights(weight_decay: Real = 0.0, mask: Any = None) -> GradientT
     def update(updates, state, params=None, **extra):
         del extra
         need_params(params, "add_decayed_weights", "weight decay is proportional to them")
-        decayed = tree_map(lambda u, p: (u + weight_decay * p).astype(u.dtype), updates, params)
+        decayed = tree_map(
+            lambda u, p: num.add(u, num.mul(weight_decay, p)).astype(u.dtype), updates, params
+        )
         return decayed, state
 
     tx = GradientTransformation(init_empty_state, update)
@@ -137,12 +140,14 @@ def add_noise(
     def update(updates, state, params=None, **extra):
         del params, extra
         count = safe_increment(state.count)
-        std = jnp.sqrt(eta / as_float32(count) ** gamma)
+        std = jnp.sqrt(num.div(eta, jnp.power(*num.promote(as_float32(count), gamma))))
         next_key, sample_key = jax.random.split(state.rng_key)
         leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample_key, len(leaves))
         noisy = [
-            (g + std * jax.random.normal(k, jnp.shape(g), jnp.asarray(g).dtype)).astype(g.dtype)
+            num.add(
+                g, num.mul(std, jax.random.normal(k, jnp.shape(g), jnp.asarray(g).dtype))
+            ).astype(g.dtype)
             for g, k in zip(leaves, keys, strict=True)
         ]
         return treedef.unflatten(noisy), AddNoiseState(count=count, rng_key=next_key)

@@ -11,7 +11,7 @@ from typing import Annotated, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gdopt._numerics import cast_like, safe_increment, tree_map
+from gdopt._numerics import cast_like, mul, safe_increment, tree_map
 from gdopt._traits import transform
 from gdopt._validation import Interval, check_callable
 from gdopt.base import (
@@ -50,7 +50,7 @@ def scale(step_size: Real) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        return tree_map(lambda u: cast_like(step_size * u, u), updates), state
+        return tree_map(lambda u: cast_like(mul(step_size, u), u), updates), state
 
     return GradientTransformation(init_empty_state, update)
 
@@ -65,7 +65,7 @@ class ScaleByScheduleState(NamedTuple):
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     """Multiply the updates by ``step_size_fn(count)``; ``count`` starts at 0.
 
-    >>> t = scale_by_schedule(lambda c: 1.0 / (c + 1))
+    >>> t = scale_by_schedule(lambda c: 1.0 / (c.astype(jnp.float32) + 1))
     >>> s = t.init({"w": 0.0})
     >>> u, s = t.update({"w": jnp.array(1.0)}, s)
     >>> u, s = t.update({"w": jnp.array(1.0)}, s)
@@ -81,7 +81,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         del params, extra
         step = step_size_fn(state.count)
-        updates = tree_map(lambda u: cast_like(step * u, u), updates)
+        updates = tree_map(lambda u: cast_like(mul(step, u), u), updates)
         return updates, ScaleByScheduleState(count=safe_increment(state.count))
 
     return GradientTransformation(init, update)

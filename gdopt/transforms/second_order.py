@@ -236,14 +236,18 @@ def scale_by_sophia(
 
         def leaf(g, m, h):
             m_new = num.update_moment(g, m, b1, 1)
-            u = (m_new / c1.astype(m_new.dtype)) / jnp.maximum(gamma * h, eps)
+            # hyperparameters may be float32 arrays: promotions explicit (num.mul...)
+            u = num.div(m_new / c1.astype(m_new.dtype), num.maximum(num.mul(gamma, h), eps))
             if clip_threshold is not None:
-                u = jnp.clip(u, -clip_threshold, clip_threshold)
+                u = num.clip(u, -clip_threshold, clip_threshold)
             return u.astype(g.dtype), cast_like(m_new, m)
 
         u, mu = map_leaves(leaf, 2, updates, state.mu, state.nu)
         if verbose and clip_threshold is not None:
-            kept = sum(jnp.sum(jnp.abs(x) < clip_threshold) for x in jax.tree.leaves(u))
+            kept = sum(
+                jnp.sum(jnp.less(*num.promote(jnp.abs(x), clip_threshold)))
+                for x in jax.tree.leaves(u)
+            )
             rate = kept / max(sum(np.size(x) for x in jax.tree.leaves(u)), 1)
             control.cond(
                 count % print_win_rate_every_n_steps == 0,
@@ -257,7 +261,7 @@ def scale_by_sophia(
             return hs, nu
 
         hs, nu = control.cond(
-            state.count % update_interval == 0,
+            jnp.remainder(*num.promote(state.count, update_interval)) == 0,
             refresh,
             lambda hs, nu: (hs, nu),
             state.hessian_fn_state,
