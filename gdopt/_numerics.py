@@ -194,7 +194,7 @@ def _is_weak(x: Any) -> bool:
 
 
 def weak_float(x: Any) -> jax.Array:
-    """A scalar ``x`` (an int32 step counter) as a weakly typed array of the default float
+    """An integer array ``x`` (an int32 step counter, say) as a weakly typed array of the default float
     dtype (float32; float64 under ``jax_enable_x64``): what standard promotion makes of an
     integer array meeting a Python float (``count ** 0.25``), made explicit.
 
@@ -205,8 +205,10 @@ def weak_float(x: Any) -> jax.Array:
     (dtype('float32'), True, dtype(bfloat16))
     """
     # ``full_like`` of a weakly typed scalar converts ``x`` with the weak flag kept, the very
-    # conversion standard promotion inserts (``convert_element_type[weak_type=True]``).
-    return jax.lax.full_like(jnp.asarray(0.0), x)
+    # conversion standard promotion inserts (``convert_element_type[weak_type=True]``);
+    # ``vectorize`` lowers it to that single conversion for arrays of any shape.
+    fill = lambda v: jax.lax.full_like(jnp.asarray(0.0), v)  # noqa: E731
+    return fill(x) if np.ndim(x) == 0 else jnp.vectorize(fill)(x)
 
 
 def _kind(dtype: Any) -> int:
@@ -249,7 +251,7 @@ def promote(*xs: Any) -> tuple:
     """The operands ``xs`` of one operation, cast as standard promotion casts them.
 
     Every strongly typed operand whose dtype is not the result dtype (:func:`result_dtype`)
-    is cast to it (a scalar integer meeting only weak floats becomes a weak float, see
+    is cast to it (an integer array meeting only weak floats becomes a weak float, see
     :func:`weak_float`); Python scalars and weakly typed arrays are returned unchanged, since
     both promotion modes treat them alike. ``op(*promote(a, b))`` computes what ``op(a, b)``
     computes under standard promotion, and runs under strict promotion too.
@@ -265,7 +267,7 @@ def promote(*xs: Any) -> tuple:
     for x in xs:
         if _is_weak(x) or _dtype(x) == dtype:
             out.append(x)
-        elif weak and np.ndim(x) == 0 and dtype == jnp.asarray(0.0).dtype:
+        elif weak and dtype == jnp.asarray(0.0).dtype:
             out.append(weak_float(x))
         else:
             out.append(cast_to(x, dtype))

@@ -89,26 +89,15 @@ def traits_of(tx: Any) -> Traits:
 
 
 def with_traits(tx: GradientTransformation, traits: Traits) -> GradientTransformation:
-    """``tx`` carrying ``traits`` (a new pair when its ``update`` cannot hold an attribute or
-    already carries other traits: the input is never modified)."""
-    update = tx.update
-    if getattr(update, _ATTR, None) is not None or not _settable(update):
-        inner = update
+    """``tx`` carrying ``traits``: a new pair whose ``update`` calls ``tx.update`` (the input
+    is never modified, so marking a transformation built elsewhere leaves it unmarked)."""
+    inner = tx.update
 
-        def update(updates, state, params=None, **extra):
-            return inner(updates, state, params, **extra)
+    def update(updates, state, params=None, **extra):
+        return inner(updates, state, params, **extra)
 
     setattr(update, _ATTR, traits)
     return tx._replace(update=update)
-
-
-def _settable(fn: Any) -> bool:
-    try:
-        fn.__gdopt_probe__ = None
-        delattr(fn, "__gdopt_probe__")
-        return True
-    except (AttributeError, TypeError):
-        return False
 
 
 def all_packable(transforms: Any) -> bool:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.core
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Integer",
     "OneOf",
     "FactorySpec",
+    "is_tracer",
     "is_concrete",
     "check_scalar",
     "check_decay",
@@ -46,13 +49,18 @@ __all__ = [
 ]
 
 
+def is_tracer(value: Any) -> bool:
+    """True when ``value`` is a tracer (an abstract value inside ``jit``/``vmap``/``grad``)."""
+    return isinstance(value, jax.core.Tracer)
+
+
 def is_concrete(value: Any) -> bool:
     """True when ``value`` can be inspected on the host (no leaf is a tracer)."""
-    if isinstance(value, jax.core.Tracer):
+    if is_tracer(value):
         return False
     if isinstance(value, (int, float, complex, np.ndarray, np.number)) or value is None:
         return True
-    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value))
+    return not any(is_tracer(x) for x in jax.tree.leaves(value))
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -137,7 +145,7 @@ class Interval(Constraint):
             return
         if isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be a number, got the bool {value!r}.")
-        if self.length is not None and np.shape(value) != (self.length,):
+        if self.length is not None and np.shape(np.asarray(value)) != (self.length,):
             raise ValueError(
                 f"{name} must be {self.length} numbers, each {self.describe()[2:]}; got {value!r}."
             )
@@ -151,7 +159,9 @@ class Interval(Constraint):
             arr = np.asarray(value)
         except Exception as e:
             raise TypeError(f"{name} must be {self._accepts()}, got {value!r}.") from e
-        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        if not jnp.issubdtype(arr.dtype, jnp.number) or jnp.issubdtype(
+            arr.dtype, jnp.complexfloating
+        ):
             raise TypeError(
                 f"{name} must be {self._accepts()}, got {type(value).__name__} {value!r}."
             )

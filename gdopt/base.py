@@ -45,6 +45,13 @@ __all__ = [
     "Positive",
     "Unit",
     "Real",
+    "DecayValue",
+    "OptionalDecayValue",
+    "NonNegativeValue",
+    "OptionalNonNegativeValue",
+    "PositiveValue",
+    "UnitValue",
+    "RealValue",
     "Steps",
     "OptionalSteps",
     "Period",
@@ -95,6 +102,26 @@ Unit = Annotated[float | jax.Array | Schedule, Interval(0.0, 1.0)]
 """A fraction in [0, 1]."""
 Real = Annotated[float | jax.Array | Schedule, Interval()]
 """Any finite number."""
+# The same kinds for the arguments of a transform that does not evaluate schedules itself
+# (a named optimizer evaluates its schedules and passes their values to its transforms).
+DecayValue = Annotated[float | jax.Array, Interval(0.0, 1.0, high_open=True, schedule=False)]
+"""A decay rate in [0, 1): a number or an array."""
+OptionalDecayValue = Annotated[
+    float | jax.Array | None, Interval(0.0, 1.0, high_open=True, optional=True, schedule=False)
+]
+"""A decay rate in [0, 1), or ``None``."""
+NonNegativeValue = Annotated[float | jax.Array, Interval(0.0, schedule=False)]
+"""A constant >= 0: a number or an array."""
+OptionalNonNegativeValue = Annotated[
+    float | jax.Array | None, Interval(0.0, optional=True, schedule=False)
+]
+"""A constant >= 0, or ``None``."""
+PositiveValue = Annotated[float | jax.Array, Interval(0.0, low_open=True, schedule=False)]
+"""A constant > 0: a number or an array."""
+UnitValue = Annotated[float | jax.Array, Interval(0.0, 1.0, schedule=False)]
+"""A fraction in [0, 1]: a number or an array."""
+RealValue = Annotated[float | jax.Array, Interval(schedule=False)]
+"""Any finite number: a number or an array."""
 Steps = Annotated[int, Integer(1)]
 """A count >= 1 that fixes a loop length or a period (static, not a hyperparameter)."""
 OptionalSteps = Annotated[int | None, Integer(1, optional=True)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import inspect
 import json
 import math
@@ -303,14 +304,13 @@ def _machine() -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     import jax
-    import jaxlib
 
     from gdopt import __version__
 
     return {
         "gdopt": __version__,
         "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
+        "jaxlib": importlib.metadata.version("jaxlib"),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

@@ -40,7 +40,7 @@ import numpy as np
 
 from gdopt._numerics import promote, safe_increment
 from gdopt._traits import Traits, structural_key, traits_of, with_traits
-from gdopt._validation import Constraint, FactorySpec
+from gdopt._validation import Constraint, FactorySpec, is_tracer
 from gdopt.base import GradientTransformation
 from gdopt.tree import check_float_leaves, check_same_structure, key_path_str
 
@@ -103,8 +103,8 @@ class Hyperparams(dict):
 
     __slots__ = ("constraints",)
 
-    def __init__(self, values: Mapping[str, Any] = (), constraints: Mapping | None = None):
-        super().__init__(values)
+    def __init__(self, values: Mapping[str, Any] | None = None, constraints: Mapping | None = None):
+        super().__init__(values or {})
         self.constraints: dict[str, Constraint] = dict(constraints or {})
 
     @classmethod
@@ -390,7 +390,7 @@ def _hyperparams_transformation(
             if all(k == k2 and v is v2 for (k, v), (k2, v2) in zip(items, hit[0], strict=True)):
                 return hit[1]
         tx = body(values)
-        if not any(isinstance(v, jax.core.Tracer) for _, v in items):
+        if not any(is_tracer(v) for _, v in items):
             last[0] = (items, tx)
         return tx
 

@@ -107,6 +107,9 @@ class PackSpec:
     sizes: tuple[int, ...]
     slots: tuple[tuple[int, int, tuple[int, ...]], ...]
     paths: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    _groups: tuple[tuple[int, ...], ...] = dataclasses.field(init=False, repr=False)
+    _key: tuple = dataclasses.field(init=False, repr=False)
+    _hash: int = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         groups: list[list[int]] = [[] for _ in self.dtypes]

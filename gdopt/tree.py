@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdopt._numerics import add, div, mul, promote, sub, where
+from gdopt._validation import is_tracer
 
 __all__ = [
     "tree_add",
@@ -300,7 +301,7 @@ def mask_leaves(mask: Any, tree: PyTree, name: str = "mask") -> list[bool]:
         raise
     out = []
     for (path, _), f in zip(tree_leaves_with_path(tree, is_leaf=is_none), flags, strict=False):
-        if isinstance(f, jax.core.Tracer) or not isinstance(f, (bool, np.bool_)):
+        if is_tracer(f) or not isinstance(f, (bool, np.bool_)):
             if not (hasattr(f, "dtype") and np.shape(f) == () and f.dtype == bool):
                 raise TypeError(
                     f"{name} must hold Python bools; at {path} it holds {f!r}. Build the mask "

@@ -17,7 +17,7 @@ def check_tol(tol: float | None) -> None:
         return
     if isinstance(tol, (bool, np.bool_)) or not np.isscalar(tol) or not np.isfinite(tol):
         raise ValueError(f"tol must be a finite number > 0 or None, got {tol!r}.")
-    if not tol > 0:
+    if not float(np.asarray(tol)) > 0:
         raise ValueError(f"tol must be a finite number > 0 or None, got {tol!r}.")
 
 

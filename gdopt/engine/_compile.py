@@ -53,7 +53,8 @@ def trace_config() -> Hashable:
     promotion mode (a program traced under standard promotion must not serve a call made
     under strict promotion, which would raise where it promotes implicitly) and 64-bit
     mode (how Python numbers are traced)."""
-    return str(jax.config.jax_numpy_dtype_promotion), bool(jax.config.jax_enable_x64)
+    config: Any = jax.config  # its flags are attributes pyright cannot see
+    return str(config.jax_numpy_dtype_promotion), bool(config.jax_enable_x64)
 
 
 def signature(*args: Any) -> Hashable:

@@ -100,10 +100,8 @@ def make_step(
                 "make_step(pack=True): params must be packed (gdopt.pack(params)), got "
                 f"{type(params).__name__}."
             )
-        if has_aux:
-            (loss, aux), grads = grad_fn(params, batch)
-        else:
-            loss, grads = grad_fn(params, batch)
+        out, grads = grad_fn(params, batch)
+        loss, aux = out if has_aux else (out, None)
         extras = {"value": loss, "grad": grads, "value_fn": value_fn(batch), **extra}
         updates, opt_state = optimizer.update(grads, opt_state, params, **extras)
         params = apply_updates(params, updates)

@@ -32,13 +32,12 @@ from gdopt.optimizers.schedule_free import *
 from gdopt.optimizers.second_order import *
 from gdopt.optimizers.sign import *
 
-__all__ = [
-    *descent.__all__,
-    *adam_family.__all__,
-    *adaptive.__all__,
-    *sign.__all__,
-    *layerwise.__all__,
-    *schedule_free.__all__,
-    *lr_free.__all__,
-    *second_order.__all__,
-]
+__all__: list[str] = []
+__all__ += descent.__all__
+__all__ += adam_family.__all__
+__all__ += adaptive.__all__
+__all__ += sign.__all__
+__all__ += layerwise.__all__
+__all__ += schedule_free.__all__
+__all__ += lr_free.__all__
+__all__ += second_order.__all__

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import jax
 import jax.numpy as jnp
 
-from gdopt._numerics import is_none
+from gdopt._numerics import is_none, mul
 from gdopt._validation import OneOf
 from gdopt.base import (
     Decay,
@@ -229,7 +229,7 @@ def fromage(learning_rate: LearningRate, min_norm: NonNegative = 1e-6) -> Gradie
     shrink = 1.0 / jnp.sqrt(1.0 + jnp.asarray(learning_rate) ** 2)
     return chain(
         scale_by_trust_ratio(min_norm),
-        scale_by_learning_rate(learning_rate * shrink),
+        scale_by_learning_rate(mul(learning_rate, shrink)),
         # p + u = shrink · (p - α r g): the coefficient shrink - 1 is <= 0 by design.
         add_decayed_weights(shrink - 1.0),
     )

@@ -38,15 +38,14 @@ from gdopt.transforms.regularization import *
 from gdopt.transforms.scaling import *
 from gdopt.transforms.second_order import *
 
-__all__ = [
-    *scaling.__all__,
-    *moments.__all__,
-    *factored.__all__,
-    *lr_free.__all__,
-    *normalization.__all__,
-    *clipping.__all__,
-    *constraints.__all__,
-    *regularization.__all__,
-    *second_order.__all__,
-    *linesearch.__all__,
-]
+__all__: list[str] = []
+__all__ += scaling.__all__
+__all__ += moments.__all__
+__all__ += factored.__all__
+__all__ += lr_free.__all__
+__all__ += normalization.__all__
+__all__ += clipping.__all__
+__all__ += constraints.__all__
+__all__ += regularization.__all__
+__all__ += second_order.__all__
+__all__ += linesearch.__all__

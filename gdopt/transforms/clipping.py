@@ -25,7 +25,12 @@ from gdopt import _numerics as num
 from gdopt._numerics import global_norm, safe_rms, sum_of_squares, tree_map
 from gdopt._traits import transform
 from gdopt._validation import check_scalar, need_params
-from gdopt.base import GradientTransformation, NonNegative, Positive, init_empty_state
+from gdopt.base import (
+    GradientTransformation,
+    NonNegativeValue,
+    PositiveValue,
+    init_empty_state,
+)
 from gdopt.tree import key_path_str
 
 __all__ = [
@@ -41,7 +46,7 @@ __all__ = [
 
 
 @transform(packable=True)
-def clip(max_delta: NonNegative) -> GradientTransformation:
+def clip(max_delta: NonNegativeValue) -> GradientTransformation:
     """Clip every coordinate of the updates to ``[-max_delta, max_delta]``.
 
     Update rule: ``u <- min(max(g, -δ), δ)`` elementwise, ``δ = max_delta``.
@@ -68,7 +73,7 @@ def clip(max_delta: NonNegative) -> GradientTransformation:
 
 
 @transform(packable=True)
-def clip_by_global_norm(max_norm: Positive) -> GradientTransformation:
+def clip_by_global_norm(max_norm: PositiveValue) -> GradientTransformation:
     """Rescale all updates together so that their global Euclidean norm is at most ``max_norm``.
 
     Update rule, with ``‖g‖ = sqrt(Σ_leaves Σ g²)`` taken over every leaf as one vector::
@@ -106,7 +111,7 @@ def clip_by_global_norm(max_norm: Positive) -> GradientTransformation:
 
 
 @transform(packable=False)
-def clip_by_block_rms(threshold: Positive) -> GradientTransformation:
+def clip_by_block_rms(threshold: PositiveValue) -> GradientTransformation:
     """Rescale each leaf ("block") whose root mean square exceeds ``threshold``.
 
     Update rule, per leaf ``g`` with ``rms(g) = sqrt(mean(g²))``::
@@ -178,8 +183,8 @@ def unitwise_norm(x: jax.Array, axis: int | Sequence[int] | None = None) -> jax.
 
 @transform(packable=False)
 def adaptive_grad_clip(
-    clipping: Positive,
-    eps: NonNegative = 1e-3,
+    clipping: PositiveValue,
+    eps: NonNegativeValue = 1e-3,
     axis: int | tuple[int, ...] | None = None,
 ) -> GradientTransformation:
     """Adaptive gradient clipping, unit-wise (AGC, Brock et al., 2021).

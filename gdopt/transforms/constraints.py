@@ -29,7 +29,12 @@ from gdopt import _numerics as num
 from gdopt._numerics import global_norm, tree_map
 from gdopt._traits import transform
 from gdopt._validation import check_callable, check_scalar, is_concrete, need_params
-from gdopt.base import GradientTransformation, NonNegative, Positive, init_empty_state
+from gdopt.base import (
+    GradientTransformation,
+    NonNegativeValue,
+    PositiveValue,
+    init_empty_state,
+)
 from gdopt.tree import check_same_structure
 
 __all__ = [
@@ -311,7 +316,7 @@ def projection_box(lower: Any, upper: Any) -> GradientTransformation:
 
 
 @transform(packable=True)
-def projection_l2_ball(scale: NonNegative = 1.0) -> GradientTransformation:
+def projection_l2_ball(scale: NonNegativeValue = 1.0) -> GradientTransformation:
     """Projected steps onto the ball ``‖x‖ <= scale`` (all parameters as one vector).
 
     Args:
@@ -331,7 +336,7 @@ def projection_l2_ball(scale: NonNegative = 1.0) -> GradientTransformation:
 
 
 @transform(packable=True)
-def projection_simplex(scale: Positive = 1.0) -> GradientTransformation:
+def projection_simplex(scale: PositiveValue = 1.0) -> GradientTransformation:
     """Projected steps onto the simplex ``{x >= 0, Σ x = scale}`` (all parameters together).
 
     The threshold ``θ`` is computed over every coordinate of every leaf, and then applied to

@@ -33,7 +33,11 @@ from gdopt._numerics import (
 )
 from gdopt._traits import transform
 from gdopt._validation import Integer, Interval, check_callable
-from gdopt.base import Decay, GradientTransformation, NonNegative
+from gdopt.base import (
+    DecayValue,
+    GradientTransformation,
+    NonNegativeValue,
+)
 from gdopt.tree import tree_zeros_like
 
 __all__ = [
@@ -63,9 +67,9 @@ def _sm3_accumulator_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
 
 @transform(packable=False)
 def scale_by_sm3(
-    b1: Decay = 0.9,
+    b1: DecayValue = 0.9,
     b2: Annotated[float | jax.Array, Interval(0.0, 1.0)] = 1.0,
-    eps: NonNegative = 1e-8,
+    eps: NonNegativeValue = 1e-8,
 ) -> GradientTransformation:
     """SM3-II's direction: AdaGrad with sublinear memory via per-axis cover sets (Anil et al., 2019).
 
@@ -198,10 +202,10 @@ def _unfactored(arguments: dict[str, Any]) -> bool:
 @transform(packable=_unfactored)
 def scale_by_factored_rms(
     factored: bool = True,
-    decay_rate: NonNegative = 0.8,
-    step_offset: NonNegative = 0,
+    decay_rate: NonNegativeValue = 0.8,
+    step_offset: NonNegativeValue = 0,
     min_dim_size_to_factor: Annotated[int, Integer(0)] = 128,
-    epsilon: NonNegative = 1e-30,
+    epsilon: NonNegativeValue = 1e-30,
     decay_rate_fn: Callable[[jax.Array, Any], jax.Array] | None = None,
 ) -> GradientTransformation:
     """Adafactor's factored second-moment scaling (Shazeer & Stern, 2018).

@@ -28,10 +28,10 @@ from gdopt._validation import Interval, OneOf, need_params
 from gdopt.base import (
     DecayPair,
     GradientTransformation,
-    NonNegative,
-    OptionalDecay,
-    Positive,
-    Real,
+    NonNegativeValue,
+    OptionalDecayValue,
+    PositiveValue,
+    RealValue,
     ScalarOrSchedule,
     init_empty_state,
     resolve,
@@ -83,11 +83,11 @@ class ProdigyState(NamedTuple):
 def scale_by_prodigy(
     learning_rate: Multiplier = 1.0,
     betas: DecayPair = (0.9, 0.999),
-    beta3: OptionalDecay = None,
-    eps: NonNegative = 1e-8,
-    estim_lr0: Positive = 1e-6,
-    estim_lr_coef: Positive = 1.0,
-    weight_decay: NonNegative = 0.0,
+    beta3: OptionalDecayValue = None,
+    eps: NonNegativeValue = 1e-8,
+    estim_lr0: PositiveValue = 1e-6,
+    estim_lr_coef: PositiveValue = 1.0,
+    weight_decay: NonNegativeValue = 0.0,
     safeguard_warmup: bool = False,
     *,
     flip_sign: bool = False,
@@ -238,9 +238,9 @@ class DAdaptAdamWState(NamedTuple):
 def scale_by_dadapt_adamw(
     learning_rate: Multiplier = 1.0,
     betas: DecayPair = (0.9, 0.999),
-    eps: NonNegative = 1e-8,
-    estim_lr0: Positive = 1e-6,
-    weight_decay: NonNegative = 0.0,
+    eps: NonNegativeValue = 1e-8,
+    estim_lr0: PositiveValue = 1e-6,
+    weight_decay: NonNegativeValue = 0.0,
     *,
     flip_sign: bool = False,
 ) -> GradientTransformation:
@@ -362,9 +362,9 @@ def scale_by_dadapt_adamw(
 
 @transform(packable=True)
 def scale_by_polyak(
-    f_min: Real = 0.0,
-    max_learning_rate: NonNegative = 1.0,
-    eps: NonNegative = 0.0,
+    f_min: RealValue = 0.0,
+    max_learning_rate: NonNegativeValue = 1.0,
+    eps: NonNegativeValue = 0.0,
     variant: Annotated[str, OneOf(("sps", "sps+"))] = "sps",
 ) -> GradientTransformation:
     """Polyak's step size: multiply the updates by ``min((f(x) - f*) / (||u||² + ε), α_max)``.

@@ -46,9 +46,9 @@ from gdopt._numerics import (
 from gdopt._traits import transform
 from gdopt._validation import Interval, check_callable, is_concrete
 from gdopt.base import (
-    Decay,
+    DecayValue,
     GradientTransformation,
-    NonNegative,
+    NonNegativeValue,
     ScalarOrSchedule,
     resolve,
 )
@@ -93,7 +93,7 @@ class TraceState(NamedTuple):
 
 @transform(packable=True)
 def trace(
-    decay: Decay, nesterov: bool = False, accumulator_dtype: Any = None
+    decay: DecayValue, nesterov: bool = False, accumulator_dtype: Any = None
 ) -> GradientTransformation:
     """Heavy-ball momentum (Polyak, 1964) and Nesterov's variant (Sutskever et al., 2013).
 
@@ -145,7 +145,9 @@ class EmaState(NamedTuple):
 
 
 @transform(packable=True)
-def ema(decay: Decay, debias: bool = True, accumulator_dtype: Any = None) -> GradientTransformation:
+def ema(
+    decay: DecayValue, debias: bool = True, accumulator_dtype: Any = None
+) -> GradientTransformation:
     """Exponential moving average of the updates: ``m_t = β m_{t-1} + (1 - β) g_t``.
 
     With ``debias`` the output is ``m_t / (1 - β^t)`` (Kingma & Ba, 2015, Sec. 3).
@@ -183,10 +185,10 @@ class ScaleByAdamState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_adam(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
-    eps: NonNegative = 1e-8,
-    eps_root: NonNegative = 0.0,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
+    eps: NonNegativeValue = 1e-8,
+    eps_root: NonNegativeValue = 0.0,
     mu_dtype: Any = None,
     *,
     nesterov: bool = False,
@@ -232,8 +234,7 @@ def scale_by_adam(
         count = safe_increment(state.count)
         c1 = num.bias_correction_factor(b1, count)
         c2 = num.bias_correction_factor(b2, count)
-        if nesterov:
-            c1_next = num.bias_correction_factor(b1, safe_increment(count))
+        c1_next = num.bias_correction_factor(b1, safe_increment(count)) if nesterov else c1
 
         def leaf(g, m, v):
             m = update_moment(g, m, b1, 1)
@@ -271,9 +272,9 @@ class ScaleByRmsWithCountState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_rms(
-    decay: Decay = 0.9,
-    eps: NonNegative = 1e-8,
-    initial_scale: NonNegative = 0.0,
+    decay: DecayValue = 0.9,
+    eps: NonNegativeValue = 1e-8,
+    initial_scale: NonNegativeValue = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
 ) -> GradientTransformation:
@@ -311,7 +312,7 @@ def scale_by_rms(
 
     def update(updates, state, params=None, **extra):
         del params, extra
-        count = safe_increment(state.count) if correct else None
+        count = safe_increment(state.count) if correct else jnp.zeros([], jnp.int32)
 
         def leaf(g, v):
             v = update_moment(g, v, decay, 2)
@@ -341,9 +342,9 @@ class ScaleByStddevState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_stddev(
-    decay: Decay = 0.9,
-    eps: NonNegative = 1e-8,
-    initial_scale: NonNegative = 0.0,
+    decay: DecayValue = 0.9,
+    eps: NonNegativeValue = 1e-8,
+    initial_scale: NonNegativeValue = 0.0,
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
 ) -> GradientTransformation:
@@ -405,7 +406,7 @@ class ScaleByRssState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_rss(
-    initial_accumulator_value: NonNegative = 0.1, eps: NonNegative = 1e-7
+    initial_accumulator_value: NonNegativeValue = 0.1, eps: NonNegativeValue = 1e-7
 ) -> GradientTransformation:
     """AdaGrad's scaling (Duchi et al., 2011): divide by the root of the summed squares.
 
@@ -454,10 +455,10 @@ class ScaleByAmsgradState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_amsgrad(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
-    eps: NonNegative = 1e-8,
-    eps_root: NonNegative = 0.0,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
+    eps: NonNegativeValue = 1e-8,
+    eps_root: NonNegativeValue = 0.0,
     mu_dtype: Any = None,
     bias_correction_mu: bool = True,
     bias_correction_nu: bool = True,
@@ -547,9 +548,9 @@ def scale_by_amsgrad(
 
 @transform(packable=True)
 def scale_by_adamax(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
-    eps: NonNegative = 1e-8,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
+    eps: NonNegativeValue = 1e-8,
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
@@ -629,10 +630,10 @@ def _nesterov_mean(m: jax.Array, g: jax.Array, b1: Any, count: jax.Array) -> jax
 
 @transform(packable=True)
 def scale_by_belief(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
-    eps: NonNegative = 1e-16,
-    eps_root: NonNegative = 1e-16,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
+    eps: NonNegativeValue = 1e-16,
+    eps_root: NonNegativeValue = 1e-16,
     *,
     nesterov: bool = False,
     mu_dtype: Any = None,
@@ -705,11 +706,11 @@ def scale_by_belief(
 
 @transform(packable=True)
 def scale_by_yogi(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
-    eps: NonNegative = 1e-3,
-    eps_root: NonNegative = 0.0,
-    initial_accumulator_value: NonNegative = 1e-6,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
+    eps: NonNegativeValue = 1e-3,
+    eps_root: NonNegativeValue = 0.0,
+    initial_accumulator_value: NonNegativeValue = 1e-6,
     *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
@@ -787,7 +788,9 @@ class ScaleByAdaDeltaState(NamedTuple):
 
 
 @transform(packable=True)
-def scale_by_adadelta(rho: Decay = 0.9, eps: NonNegative = 1e-6) -> GradientTransformation:
+def scale_by_adadelta(
+    rho: DecayValue = 0.9, eps: NonNegativeValue = 1e-6
+) -> GradientTransformation:
     """AdaDelta's direction: a unit-consistent ratio of two RMS averages (Zeiler, 2012).
 
     Update rule::
@@ -842,10 +845,10 @@ def scale_by_adadelta(rho: Decay = 0.9, eps: NonNegative = 1e-6) -> GradientTran
 
 @transform(packable=True)
 def scale_by_radam(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
-    eps: NonNegative = 1e-8,
-    eps_root: NonNegative = 0.0,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
+    eps: NonNegativeValue = 1e-8,
+    eps_root: NonNegativeValue = 0.0,
     threshold: Annotated[float | jax.Array, Interval(4.0)] = 5.0,
     *,
     nesterov: bool = False,
@@ -946,8 +949,8 @@ def scale_by_rprop(
     learning_rate: Annotated[float | jax.Array, Interval(0.0, low_open=True, schedule=False)],
     eta_minus: Annotated[float | jax.Array, Interval(0.0, 1.0, low_open=True)] = 0.5,
     eta_plus: Annotated[float | jax.Array, Interval(1.0)] = 1.2,
-    min_step_size: NonNegative = 1e-6,
-    max_step_size: NonNegative = 50.0,
+    min_step_size: NonNegativeValue = 1e-6,
+    max_step_size: NonNegativeValue = 50.0,
 ) -> GradientTransformation:
     """Resilient backpropagation's direction (iRprop⁻; Riedmiller & Braun 1993, Igel & Hüsken 2000).
 
@@ -1033,9 +1036,9 @@ def scale_by_rprop(
 
 @transform(packable=True)
 def scale_by_adopt(
-    b1: Decay = 0.9,
-    b2: Decay = 0.9999,
-    eps: NonNegative = 1e-6,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.9999,
+    eps: NonNegativeValue = 1e-6,
     mu_dtype: Any = None,
     *,
     nesterov: bool = False,
@@ -1132,12 +1135,12 @@ class ScaleByAdemamixState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_ademamix(
-    b1: Decay = 0.9,
-    b2: Decay = 0.999,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.999,
     b3: Annotated[ScalarOrSchedule, Interval(0.0, 1.0, high_open=True)] = 0.9999,
     alpha: Annotated[ScalarOrSchedule, Interval(0.0)] = 6.0,
-    eps: NonNegative = 1e-8,
-    eps_root: NonNegative = 0.0,
+    eps: NonNegativeValue = 1e-8,
+    eps_root: NonNegativeValue = 0.0,
     mu_dtype: Any = None,
 ) -> GradientTransformation:
     """AdEMAMix's direction (Pagliardini et al., 2024): Adam plus a very slow momentum.

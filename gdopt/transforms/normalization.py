@@ -52,11 +52,11 @@ from gdopt._validation import (
     need_params,
 )
 from gdopt.base import (
-    Decay,
+    DecayValue,
     GradientTransformation,
-    NonNegative,
-    OptionalNonNegative,
-    Real,
+    NonNegativeValue,
+    OptionalNonNegativeValue,
+    RealValue,
     Steps,
     init_empty_state,
 )
@@ -114,12 +114,12 @@ class ScaleByLionState(NamedTuple):
 
 @transform(packable=True)
 def scale_by_lion(
-    b1: Decay = 0.9,
-    b2: Decay = 0.99,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.99,
     mu_dtype: Any = None,
     *,
     mode: Annotated[str, OneOf(("hard", "smooth", "refined"))] = "hard",
-    smooth_beta: Real = 1.0,
+    smooth_beta: RealValue = 1.0,
 ) -> GradientTransformation:
     """Lion's direction: the sign of an interpolated momentum (Chen et al., 2023).
 
@@ -186,9 +186,9 @@ def scale_by_lion(
 
 @transform(packable=False)
 def scale_by_trust_ratio(
-    min_norm: NonNegative = 0.0,
-    trust_coefficient: NonNegative = 1.0,
-    eps: NonNegative = 0.0,
+    min_norm: NonNegativeValue = 0.0,
+    trust_coefficient: NonNegativeValue = 1.0,
+    eps: NonNegativeValue = 0.0,
 ) -> GradientTransformation:
     """Layer-wise trust ratio of LARS and LAMB (You et al., 2017 and 2020).
 
@@ -237,7 +237,7 @@ def scale_by_trust_ratio(
 
 
 @transform(packable=False)
-def scale_by_param_block_norm(min_scale: NonNegative = 1e-3) -> GradientTransformation:
+def scale_by_param_block_norm(min_scale: NonNegativeValue = 1e-3) -> GradientTransformation:
     """Multiply each leaf's update by its parameter's norm: ``u <- u · max(||p||, min_scale)``.
 
     Makes step sizes relative to the size of each parameter block (a layer), so one learning
@@ -273,7 +273,7 @@ def scale_by_param_block_norm(min_scale: NonNegative = 1e-3) -> GradientTransfor
 
 
 @transform(packable=False)
-def scale_by_param_block_rms(min_scale: NonNegative = 1e-3) -> GradientTransformation:
+def scale_by_param_block_rms(min_scale: NonNegativeValue = 1e-3) -> GradientTransformation:
     """Multiply each leaf's update by its parameter's RMS: ``u <- u · max(RMS(p), min_scale)``.
 
     Adafactor's relative step size: the step of each block is proportional to the typical
@@ -319,11 +319,11 @@ class ScaleByNovogradState(NamedTuple):
 
 @transform(packable=False)
 def scale_by_novograd(
-    b1: Decay = 0.9,
-    b2: Decay = 0.25,
-    eps: NonNegative = 1e-8,
-    eps_root: NonNegative = 0.0,
-    weight_decay: NonNegative = 0.0,
+    b1: DecayValue = 0.9,
+    b2: DecayValue = 0.25,
+    eps: NonNegativeValue = 1e-8,
+    eps_root: NonNegativeValue = 0.0,
+    weight_decay: NonNegativeValue = 0.0,
     mu_dtype: Any = None,
     *,
     nu_dtype: Any = None,
@@ -543,7 +543,8 @@ def resolve_dimension_numbers(
     if spec is None:
         return [None if x is None else MuonDimensionNumbers() for x in leaves]
     if _is_dims(spec):
-        return [None if x is None else spec for x in leaves]
+        one: MuonDimensionNumbers = spec  # type: ignore[assignment]
+        return [None if x is None else one for x in leaves]
     try:
         full = jax.tree.map(
             lambda d, sub: jax.tree.map(lambda _: d, sub, is_leaf=is_none),
@@ -551,7 +552,7 @@ def resolve_dimension_numbers(
             tree,
             is_leaf=lambda x: x is None or _is_dims(x),
         )
-        dims = treedef.flatten_up_to(full)
+        dims: list[Any] = treedef.flatten_up_to(full)
     except ValueError as e:
         raise ValueError(
             f"{name} must be None, a MuonDimensionNumbers, a pytree of MuonDimensionNumbers / "
@@ -614,7 +615,8 @@ def _orthogonalize(
     wide = compute_dtype(x.dtype)
     rows = rows.astype(wide)
     ortho = jax.vmap(lambda m: _newton_schulz_2d(m, rows, preconditioning, eps))(flat.astype(wide))
-    return jnp.transpose(ortho.reshape(mshape), np.argsort(perm)).astype(x.dtype)
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    return jnp.transpose(ortho.reshape(mshape), inverse).astype(x.dtype)
 
 
 def orthogonalize_via_newton_schulz(
@@ -622,7 +624,7 @@ def orthogonalize_via_newton_schulz(
     ns_coeffs: NewtonSchulzCoeffs = _NS_PRESETS["standard"],
     ns_steps: Steps = 5,
     preconditioning: str = "frobenius",
-    eps: NonNegative = 1e-8,
+    eps: NonNegativeValue = 1e-8,
     dimension_numbers: MuonDimensionNumbers | None = None,
 ) -> jax.Array:
     """Approximate the orthogonal polar factor ``U Vᵀ`` of ``x = U Σ Vᵀ`` by Newton-Schulz.
@@ -700,8 +702,8 @@ class MuonState(NamedTuple):
 def scale_by_muon(
     ns_coeffs: NewtonSchulzCoeffs = _NS_PRESETS["standard"],
     ns_steps: Steps = 5,
-    beta: Decay = 0.95,
-    eps: NonNegative = 1e-8,
+    beta: DecayValue = 0.95,
+    eps: NonNegativeValue = 1e-8,
     mu_dtype: Any = None,
     *,
     nesterov: bool = True,
@@ -810,7 +812,7 @@ def scale_by_muon(
 
 @transform(packable=False)
 def scale_by_shape(
-    weight_dimension_numbers: Any = None, consistent_rms: OptionalNonNegative = None
+    weight_dimension_numbers: Any = None, consistent_rms: OptionalNonNegativeValue = None
 ) -> GradientTransformation:
     """Rescale orthogonalised matrix updates by a factor that depends on their shape.
 

@@ -12,7 +12,12 @@ from gdopt import _numerics as num
 from gdopt._numerics import as_float32, safe_increment, tree_map
 from gdopt._traits import transform
 from gdopt._validation import need_params
-from gdopt.base import GradientTransformation, NonNegative, Real, init_empty_state
+from gdopt.base import (
+    GradientTransformation,
+    NonNegativeValue,
+    RealValue,
+    init_empty_state,
+)
 from gdopt.combinators import masked
 
 __all__ = ["add_decayed_weights", "add_noise", "AddNoiseState", "centralize"]
@@ -25,7 +30,7 @@ def _unmasked(arguments: dict) -> bool:
 
 
 @transform(packable=_unmasked)
-def add_decayed_weights(weight_decay: Real = 0.0, mask: Any = None) -> GradientTransformation:
+def add_decayed_weights(weight_decay: RealValue = 0.0, mask: Any = None) -> GradientTransformation:
     """Decoupled weight decay (Loshchilov & Hutter, 2019): ``u <- u + λ p``.
 
     Placed before ``scale_by_learning_rate`` this gives AdamW's ``p <- p - α (u + λ p)``.
@@ -89,8 +94,8 @@ def _as_key(key: Any) -> jax.Array:
 
 @transform(packable=False)
 def add_noise(
-    eta: NonNegative,
-    gamma: NonNegative,
+    eta: NonNegativeValue,
+    gamma: NonNegativeValue,
     key: Any = None,
     *,
     seed: int | None = None,

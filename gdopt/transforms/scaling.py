@@ -16,7 +16,7 @@ from gdopt._traits import transform
 from gdopt._validation import Interval, check_callable
 from gdopt.base import (
     GradientTransformation,
-    Real,
+    RealValue,
     ScalarOrSchedule,
     Schedule,
     identity,
@@ -37,7 +37,7 @@ class ScaleState(NamedTuple):
 
 
 @transform(packable=True)
-def scale(step_size: Real) -> GradientTransformation:
+def scale(step_size: RealValue) -> GradientTransformation:
     """Multiply every update by a constant: ``u <- step_size * u``.
 
     Args:

@@ -26,7 +26,11 @@ from gdopt import _numerics as num
 from gdopt._numerics import cast_like, map_leaves, safe_increment, tree_map
 from gdopt._traits import check_transform, traits_of, transform
 from gdopt._validation import Integer, Interval, check_int, need_params
-from gdopt.base import Decay, GradientTransformation, Positive
+from gdopt.base import (
+    DecayValue,
+    GradientTransformation,
+    PositiveValue,
+)
 from gdopt.tree import tree_zeros_like
 
 __all__ = [
@@ -150,10 +154,10 @@ def _sophia_packable(arguments: dict) -> bool:
 
 @transform(packable=_sophia_packable)
 def scale_by_sophia(
-    b1: Decay = 0.965,
-    b2: Decay = 0.99,
-    eps: Positive = 1e-8,
-    gamma: Positive = 0.01,
+    b1: DecayValue = 0.965,
+    b2: DecayValue = 0.99,
+    eps: PositiveValue = 1e-8,
+    gamma: PositiveValue = 0.01,
     clip_threshold: _OptionalPositive = 1.0,
     update_interval: _Period = 10,
     hessian_diagonal_fn: GradientTransformation | None = None,
