@@ -217,7 +217,7 @@ def _plot(results, names, variants, out) -> None:
                 for r in results
                 if r["optimizer"] == name and r["variant"] == v
             )
-            ax.plot(*zip(*pts), marker="o", label=v)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=v)
         ax.set(xscale="log", yscale="log", title=name, xlabel="leaves")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("compile time, s (median)")

@@ -98,9 +98,11 @@ def main(argv=None) -> None:
     rounds = args.rounds or (3 if args.quick else 7)
     names = QUICK if args.quick else _shared_names()
     jax.monitoring.register_event_duration_secs_listener(
-        lambda event, duration, **kw: _COMPILES.append(event)
-        if event == "/jax/core/compile/backend_compile_duration"
-        else None
+        lambda event, duration, **kw: (
+            _COMPILES.append(event)
+            if event == "/jax/core/compile/backend_compile_duration"
+            else None
+        )
     )
     cases, compiles = {}, {}
     for name in names:
@@ -132,7 +134,14 @@ def main(argv=None) -> None:
                 compiles[(name, "optax")],
             ]
         )
-    headers = ["optimizer", "gdopt ms", "optax ms", "gdopt / optax", "gdopt compiles", "optax compiles"]
+    headers = [
+        "optimizer",
+        "gdopt ms",
+        "optax ms",
+        "gdopt / optax",
+        "gdopt compiles",
+        "optax compiles",
+    ]
     table = markdown_table(headers, rows)
     info = machine_info()
     within = sum(1 for r in results.values() if r["ratio"] <= 1.5)
@@ -147,7 +156,9 @@ def main(argv=None) -> None:
     )
     print(table)
     print(f"{within} of {len(results)} within 1.5x of optax")
-    write_results("eager_step", {"machine": info, "rounds": rounds, "results": results}, md, args.out)
+    write_results(
+        "eager_step", {"machine": info, "rounds": rounds, "results": results}, md, args.out
+    )
 
 
 if __name__ == "__main__":

@@ -423,7 +423,7 @@ def _plot(results, out) -> None:
                 if r["optimizer"] == name and r["variant"] == variant
             )
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=variant)
+                ax.plot(*zip(*pts, strict=True), marker="o", label=variant)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(name)

@@ -45,7 +45,10 @@ def _gradient_sequence(treedef, shapes, steps, seed, scale) -> tuple:
         ks = jax.random.split(k, len(leaves))
         out.append(
             treedef.unflatten(
-                [scale * jax.random.normal(kk, jnp.shape(x)) for kk, x in zip(ks, leaves)]
+                [
+                    scale * jax.random.normal(kk, jnp.shape(x))
+                    for kk, x in zip(ks, leaves, strict=True)
+                ]
             )
         )
     return tuple(out)
@@ -81,11 +84,11 @@ def assert_trajectories_close(
 ) -> None:
     """Every step of two trajectories agrees leafwise (the message names step and key path)."""
     assert len(actual) == len(expected)
-    for step, (a, e) in enumerate(zip(actual, expected)):
+    for step, (a, e) in enumerate(zip(actual, expected, strict=True)):
         fa, _ = jax.tree_util.tree_flatten_with_path(a)
         fe = jax.tree.leaves(e)
         assert len(fa) == len(fe)
-        for (path, x), y in zip(fa, fe):
+        for (path, x), y in zip(fa, fe, strict=True):
             np.testing.assert_allclose(
                 np.asarray(x, np.float64),
                 np.asarray(y, np.float64),

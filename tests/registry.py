@@ -5,13 +5,17 @@ in ``gdopt/optimizers`` and one row in :data:`REGISTRY`. ``tests/test_optimizers
 every cross-cutting test from this table: parity with the oracles, convergence on the
 parabola and on Rosenbrock (from :mod:`gdopt.problems`), dtypes, ``jit`` equal to eager,
 ``vmap`` over the learning rate, no recompilation, no compilation in eager steps, bad
-hyperparameters, packability, optax's state layout and ``get_hyperparams``.
+hyperparameters, packability, optax's state layout, ``get_hyperparams``, keyword extras
+ignored where not taken, and optax's argument kinds.
 
 Oracles are other implementations of the same rule (optax, torch.optim, the authors'
 packages), fed the same gradients. They receive only their own pieces: optax's schedules,
-plain floats, pytree masks; never a gdopt object. gdopt keeps hyperparameters as float32
-arrays, so where a difference of ``1 - β`` in float32 and in double would show, the oracle is
-given the float32-rounded value (:func:`f32`): a difference of inputs, not of rules.
+plain floats, pytree masks, plain functions (a schedule or a mask written here, given to both
+sides); never a gdopt object. Every oracle computation runs under ``tests.helpers.oracle()``
+(standard dtype promotion); gdopt's side runs under the suite's (strict). gdopt keeps
+hyperparameters as float32 arrays, so where a difference of ``1 - β`` in float32 and in double
+would show, the oracle is given the float32-rounded value (:func:`f32`): a difference of
+inputs, not of rules.
 """
 
 from __future__ import annotations
@@ -272,7 +276,11 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="sgd",
             cases=(
-                Case("default", dict(learning_rate=0.1), Oracle("optax", optax_("sgd", learning_rate=0.1))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.1),
+                    Oracle("optax", optax_("sgd", learning_rate=0.1)),
+                ),
                 Case(
                     "momentum",
                     dict(learning_rate=0.05, momentum=0.9),
@@ -286,7 +294,11 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "torch-nesterov",
                     dict(learning_rate=0.05, momentum=0.9, nesterov=True),
-                    Oracle("torch", torch_("torch.optim.SGD", lr=0.05, momentum=0.9, nesterov=True), steps=40),
+                    Oracle(
+                        "torch",
+                        torch_("torch.optim.SGD", lr=0.05, momentum=0.9, nesterov=True),
+                        steps=40,
+                    ),
                 ),
             ),
             bad=(
@@ -328,7 +340,14 @@ REGISTRY: dict[str, Spec] = {
                     dict(max_learning_rate=0.05, scaling=0.5, f_min=0.2, eps=1e-3, variant="sps+"),
                     Oracle(
                         "optax",
-                        optax_("polyak_sgd", max_learning_rate=f32(0.05), scaling=0.5, f_min=f32(0.2), eps=f32(1e-3), variant="sps+"),
+                        optax_(
+                            "polyak_sgd",
+                            max_learning_rate=f32(0.05),
+                            scaling=0.5,
+                            f_min=f32(0.2),
+                            eps=f32(1e-3),
+                            variant="sps+",
+                        ),
                         extras=values,
                     ),
                 ),
@@ -349,7 +368,13 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="sign_sgd",
             rosenbrock_xfail=_SIGN_SGD_XFAIL,
-            cases=(Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("sign_sgd", learning_rate=0.01))),),
+            cases=(
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("sign_sgd", learning_rate=0.01)),
+                ),
+            ),
             bad=(("learning_rate", -0.1),),
         ),
         _spec(
@@ -358,7 +383,11 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="signum",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("signum", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("signum", learning_rate=0.01)),
+                ),
                 Case(
                     "beta",
                     dict(learning_rate=0.02, beta=0.5),
@@ -373,16 +402,29 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="lion",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("lion", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("lion", learning_rate=0.01)),
+                ),
                 Case(
                     "mask",
                     dict(learning_rate=0.02, b1=0.8, b2=0.95, weight_decay=0.1, mask=MASK),
-                    Oracle("optax", optax_("lion", learning_rate=0.02, b1=0.8, b2=0.95, weight_decay=0.1, mask=MASK)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "lion", learning_rate=0.02, b1=0.8, b2=0.95, weight_decay=0.1, mask=MASK
+                        ),
+                    ),
                 ),
                 Case(
                     "lion-pytorch",
                     dict(learning_rate=0.01, b1=0.9, b2=0.99, weight_decay=0.1),
-                    Oracle("lion_pytorch", torch_("lion_pytorch.Lion", lr=0.01, betas=(0.9, 0.99), weight_decay=0.1), steps=40),
+                    Oracle(
+                        "lion_pytorch",
+                        torch_("lion_pytorch.Lion", lr=0.01, betas=(0.9, 0.99), weight_decay=0.1),
+                        steps=40,
+                    ),
                 ),
             ),
         ),
@@ -393,11 +435,18 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adam",
             cases=(
-                Case("default", dict(learning_rate=1e-2), Oracle("optax", optax_("adam", learning_rate=1e-2))),
+                Case(
+                    "default",
+                    dict(learning_rate=1e-2),
+                    Oracle("optax", optax_("adam", learning_rate=1e-2)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=3e-3, b1=0.5, b2=0.9, eps=1e-4, eps_root=1e-6),
-                    Oracle("optax", optax_("adam", learning_rate=3e-3, b1=0.5, b2=0.9, eps=1e-4, eps_root=1e-6)),
+                    Oracle(
+                        "optax",
+                        optax_("adam", learning_rate=3e-3, b1=0.5, b2=0.9, eps=1e-4, eps_root=1e-6),
+                    ),
                 ),
                 Case(
                     "nesterov",
@@ -407,20 +456,31 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "schedule",
                     dict(learning_rate=gdopt.exponential_decay(0.01, 10, 0.7)),
-                    Oracle("optax", lambda: __import__("optax").adam(__import__("optax").exponential_decay(0.01, 10, 0.7))),
+                    Oracle(
+                        "optax",
+                        lambda: __import__("optax").adam(
+                            __import__("optax").exponential_decay(0.01, 10, 0.7)
+                        ),
+                    ),
                 ),
                 Case(
                     "warmup-cosine",
                     dict(learning_rate=gdopt.warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100)),
                     Oracle(
                         "optax",
-                        lambda: __import__("optax").adam(__import__("optax").warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100)),
+                        lambda: __import__("optax").adam(
+                            __import__("optax").warmup_cosine_decay_schedule(0.0, 1e-2, 10, 100)
+                        ),
                     ),
                 ),
                 Case(
                     "torch",
                     dict(learning_rate=1e-2, b1=0.8, b2=0.99, eps=1e-6),
-                    Oracle("torch", torch_("torch.optim.Adam", lr=1e-2, betas=(0.8, 0.99), eps=1e-6), steps=40),
+                    Oracle(
+                        "torch",
+                        torch_("torch.optim.Adam", lr=1e-2, betas=(0.8, 0.99), eps=1e-6),
+                        steps=40,
+                    ),
                 ),
             ),
             more_bad=(
@@ -435,7 +495,11 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adamw",
             cases=(
-                Case("default", dict(learning_rate=1e-2), Oracle("optax", optax_("adamw", learning_rate=1e-2))),
+                Case(
+                    "default",
+                    dict(learning_rate=1e-2),
+                    Oracle("optax", optax_("adamw", learning_rate=1e-2)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=1e-2, weight_decay=0.3, b1=0.8),
@@ -444,17 +508,24 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "mask",
                     dict(learning_rate=1e-2, weight_decay=0.3, mask=MASK),
-                    Oracle("optax", optax_("adamw", learning_rate=1e-2, weight_decay=0.3, mask=MASK)),
+                    Oracle(
+                        "optax", optax_("adamw", learning_rate=1e-2, weight_decay=0.3, mask=MASK)
+                    ),
                 ),
                 Case(
                     "callable-mask",
                     dict(learning_rate=1e-2, weight_decay=0.5, mask=_ndim_mask),
-                    Oracle("optax", optax_("adamw", learning_rate=1e-2, weight_decay=0.5, mask=_ndim_mask)),
+                    Oracle(
+                        "optax",
+                        optax_("adamw", learning_rate=1e-2, weight_decay=0.5, mask=_ndim_mask),
+                    ),
                 ),
                 Case(
                     "torch",
                     dict(learning_rate=1e-2, weight_decay=0.1),
-                    Oracle("torch", torch_("torch.optim.AdamW", lr=1e-2, weight_decay=0.1), steps=40),
+                    Oracle(
+                        "torch", torch_("torch.optim.AdamW", lr=1e-2, weight_decay=0.1), steps=40
+                    ),
                 ),
             ),
             more_bad=(("weight_decay", -1.0),),
@@ -465,11 +536,20 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="nadam",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("nadam", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("nadam", learning_rate=0.01)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8),
-                    Oracle("optax", optax_("nadam", learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "nadam", learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -479,11 +559,18 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="nadamw",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("nadamw", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("nadamw", learning_rate=0.01)),
+                ),
                 Case(
                     "mask",
                     dict(learning_rate=0.01, b1=0.85, weight_decay=0.1, mask=MASK),
-                    Oracle("optax", optax_("nadamw", learning_rate=0.01, b1=0.85, weight_decay=0.1, mask=MASK)),
+                    Oracle(
+                        "optax",
+                        optax_("nadamw", learning_rate=0.01, b1=0.85, weight_decay=0.1, mask=MASK),
+                    ),
                 ),
             ),
         ),
@@ -493,11 +580,25 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="radam",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("radam", learning_rate=0.01, b2=B2_F32))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("radam", learning_rate=0.01, b2=B2_F32)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.9921875, eps_root=1e-8, threshold=4.5),
-                    Oracle("optax", optax_("radam", learning_rate=0.02, b1=0.8, b2=0.9921875, eps_root=1e-8, threshold=4.5)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "radam",
+                            learning_rate=0.02,
+                            b1=0.8,
+                            b2=0.9921875,
+                            eps_root=1e-8,
+                            threshold=4.5,
+                        ),
+                    ),
                 ),
                 Case(
                     "nesterov",
@@ -513,16 +614,39 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="amsgrad",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("amsgrad", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("amsgrad", learning_rate=0.01)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8),
-                    Oracle("optax", optax_("amsgrad", learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "amsgrad", learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8
+                        ),
+                    ),
                 ),
                 Case(
                     "paper",
-                    dict(learning_rate=0.01, b2=B2_F32, bias_correction_mu=False, bias_correction_nu=False),
-                    Oracle("optax", optax_("amsgrad", learning_rate=0.01, b2=B2_F32, bias_correction_mu=False, bias_correction_nu=False)),
+                    dict(
+                        learning_rate=0.01,
+                        b2=B2_F32,
+                        bias_correction_mu=False,
+                        bias_correction_nu=False,
+                    ),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "amsgrad",
+                            learning_rate=0.01,
+                            b2=B2_F32,
+                            bias_correction_mu=False,
+                            bias_correction_nu=False,
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -532,16 +656,26 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adamax",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("adamax", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("adamax", learning_rate=0.01)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.95, eps=1e-4),
-                    Oracle("optax", optax_("adamax", learning_rate=0.02, b1=0.8, b2=0.95, eps=1e-4)),
+                    Oracle(
+                        "optax", optax_("adamax", learning_rate=0.02, b1=0.8, b2=0.95, eps=1e-4)
+                    ),
                 ),
                 Case(
                     "torch",
                     dict(learning_rate=0.02, b1=0.8, b2=0.95, eps=1e-4),
-                    Oracle("torch", torch_("torch.optim.Adamax", lr=0.02, betas=(0.8, 0.95), eps=1e-4), steps=40),
+                    Oracle(
+                        "torch",
+                        torch_("torch.optim.Adamax", lr=0.02, betas=(0.8, 0.95), eps=1e-4),
+                        steps=40,
+                    ),
                 ),
             ),
         ),
@@ -551,11 +685,18 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adamaxw",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("adamaxw", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("adamaxw", learning_rate=0.01)),
+                ),
                 Case(
                     "mask",
                     dict(learning_rate=0.01, b1=0.8, weight_decay=0.1, mask=MASK),
-                    Oracle("optax", optax_("adamaxw", learning_rate=0.01, b1=0.8, weight_decay=0.1, mask=MASK)),
+                    Oracle(
+                        "optax",
+                        optax_("adamaxw", learning_rate=0.01, b1=0.8, weight_decay=0.1, mask=MASK),
+                    ),
                 ),
             ),
         ),
@@ -565,11 +706,25 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adabelief",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("adabelief", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("adabelief", learning_rate=0.01)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10),
-                    Oracle("optax", optax_("adabelief", learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "adabelief",
+                            learning_rate=0.02,
+                            b1=0.8,
+                            b2=0.99,
+                            eps=1e-8,
+                            eps_root=1e-10,
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -579,7 +734,11 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="yogi",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("yogi", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("yogi", learning_rate=0.01)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-4),
@@ -593,11 +752,27 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adopt",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("adopt", learning_rate=0.01, b1=f32(0.9), b2=f32(0.9999)))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle(
+                        "optax", optax_("adopt", learning_rate=0.01, b1=f32(0.9), b2=f32(0.9999))
+                    ),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-4, nesterov=True),
-                    Oracle("optax", optax_("adopt", learning_rate=0.02, b1=f32(0.8), b2=f32(0.99), eps=f32(1e-4), nesterov=True)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "adopt",
+                            learning_rate=0.02,
+                            b1=f32(0.8),
+                            b2=f32(0.99),
+                            eps=f32(1e-4),
+                            nesterov=True,
+                        ),
+                    ),
                 ),
             ),
             more_bad=(("b2", 1.0), ("eps", -1.0)),
@@ -616,7 +791,16 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "default",
                     dict(learning_rate=0.01),
-                    Oracle("optax", optax_("ademamix", learning_rate=0.01, b1=f32(0.9), b2=f32(0.999), b3=f32(0.9999))),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "ademamix",
+                            learning_rate=0.01,
+                            b1=f32(0.9),
+                            b2=f32(0.999),
+                            b3=f32(0.9999),
+                        ),
+                    ),
                 ),
                 Case(
                     "schedulers",
@@ -655,11 +839,20 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="rmsprop",
             cases=(
-                Case("default", dict(learning_rate=1e-2), Oracle("optax", optax_("rmsprop", learning_rate=1e-2))),
+                Case(
+                    "default",
+                    dict(learning_rate=1e-2),
+                    Oracle("optax", optax_("rmsprop", learning_rate=1e-2)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=1e-2, decay=0.8, eps=1e-4, initial_scale=0.1),
-                    Oracle("optax", optax_("rmsprop", learning_rate=1e-2, decay=0.8, eps=1e-4, initial_scale=0.1)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "rmsprop", learning_rate=1e-2, decay=0.8, eps=1e-4, initial_scale=0.1
+                        ),
+                    ),
                 ),
                 Case(
                     "centered",
@@ -669,17 +862,39 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "centered-nesterov",
                     dict(learning_rate=1e-2, centered=True, momentum=0.9, nesterov=True),
-                    Oracle("optax", optax_("rmsprop", learning_rate=1e-2, centered=True, momentum=0.9, nesterov=True)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "rmsprop",
+                            learning_rate=1e-2,
+                            centered=True,
+                            momentum=0.9,
+                            nesterov=True,
+                        ),
+                    ),
                 ),
                 Case(
                     "eps-outside-bias-momentum",
                     dict(learning_rate=1e-2, eps_in_sqrt=False, bias_correction=True, momentum=0.5),
-                    Oracle("optax", optax_("rmsprop", learning_rate=1e-2, eps_in_sqrt=False, bias_correction=True, momentum=0.5)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "rmsprop",
+                            learning_rate=1e-2,
+                            eps_in_sqrt=False,
+                            bias_correction=True,
+                            momentum=0.5,
+                        ),
+                    ),
                 ),
                 Case(
                     "torch",
                     dict(learning_rate=1e-2, decay=0.99, eps=1e-6, eps_in_sqrt=False),
-                    Oracle("torch", torch_("torch.optim.RMSprop", lr=1e-2, alpha=0.99, eps=1e-6), steps=40),
+                    Oracle(
+                        "torch",
+                        torch_("torch.optim.RMSprop", lr=1e-2, alpha=0.99, eps=1e-6),
+                        steps=40,
+                    ),
                 ),
             ),
             bad=(("learning_rate", -0.1), ("decay", 1.5), ("momentum", 1.0), ("eps", -1e-8)),
@@ -690,16 +905,31 @@ REGISTRY: dict[str, Spec] = {
             True,
             layout="adagrad",
             cases=(
-                Case("default", dict(learning_rate=0.1), Oracle("optax", optax_("adagrad", learning_rate=0.1))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.1),
+                    Oracle("optax", optax_("adagrad", learning_rate=0.1)),
+                ),
                 Case(
                     "nondefault",
                     dict(learning_rate=0.3, initial_accumulator_value=0.5, eps=1e-4),
-                    Oracle("optax", optax_("adagrad", learning_rate=0.3, initial_accumulator_value=0.5, eps=1e-4)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "adagrad", learning_rate=0.3, initial_accumulator_value=0.5, eps=1e-4
+                        ),
+                    ),
                 ),
                 Case(
                     "torch",
                     dict(learning_rate=0.3, initial_accumulator_value=0.5, eps=0.0),
-                    Oracle("torch", torch_("torch.optim.Adagrad", lr=0.3, initial_accumulator_value=0.5, eps=0.0), steps=40),
+                    Oracle(
+                        "torch",
+                        torch_(
+                            "torch.optim.Adagrad", lr=0.3, initial_accumulator_value=0.5, eps=0.0
+                        ),
+                        steps=40,
+                    ),
                 ),
             ),
             bad=(("learning_rate", -0.1), ("eps", -1.0), ("initial_accumulator_value", -1.0)),
@@ -716,13 +946,31 @@ REGISTRY: dict[str, Spec] = {
                 Case("default", dict(), Oracle("optax", optax_("adadelta", learning_rate=1.0))),
                 Case(
                     "nondefault",
-                    dict(learning_rate=0.5, rho=0.8, eps=1e-4, weight_decay=0.01, weight_decay_mask=MASK),
-                    Oracle("optax", optax_("adadelta", learning_rate=0.5, rho=0.8, eps=1e-4, weight_decay=0.01, weight_decay_mask=MASK)),
+                    dict(
+                        learning_rate=0.5,
+                        rho=0.8,
+                        eps=1e-4,
+                        weight_decay=0.01,
+                        weight_decay_mask=MASK,
+                    ),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "adadelta",
+                            learning_rate=0.5,
+                            rho=0.8,
+                            eps=1e-4,
+                            weight_decay=0.01,
+                            weight_decay_mask=MASK,
+                        ),
+                    ),
                 ),
                 Case(
                     "torch",
                     dict(rho=0.8, eps=1e-4),
-                    Oracle("torch", torch_("torch.optim.Adadelta", lr=1.0, rho=0.8, eps=1e-4), steps=40),
+                    Oracle(
+                        "torch", torch_("torch.optim.Adadelta", lr=1.0, rho=0.8, eps=1e-4), steps=40
+                    ),
                 ),
             ),
             bad=(("learning_rate", -0.1), ("rho", 1.0), ("eps", -1e-8), ("weight_decay", -0.1)),
@@ -736,8 +984,20 @@ REGISTRY: dict[str, Spec] = {
             cases=(
                 Case(
                     "torch",
-                    dict(learning_rate=0.01, eta_minus=0.3, eta_plus=1.5, min_step_size=1e-3, max_step_size=0.05),
-                    Oracle("torch", torch_("torch.optim.Rprop", lr=0.01, etas=(0.3, 1.5), step_sizes=(1e-3, 0.05)), steps=40),
+                    dict(
+                        learning_rate=0.01,
+                        eta_minus=0.3,
+                        eta_plus=1.5,
+                        min_step_size=1e-3,
+                        max_step_size=0.05,
+                    ),
+                    Oracle(
+                        "torch",
+                        torch_(
+                            "torch.optim.Rprop", lr=0.01, etas=(0.3, 1.5), step_sizes=(1e-3, 0.05)
+                        ),
+                        steps=40,
+                    ),
                 ),
             ),
             bad=(
@@ -755,11 +1015,28 @@ REGISTRY: dict[str, Spec] = {
             False,
             layout="lamb",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("lamb", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("lamb", learning_rate=0.01)),
+                ),
                 Case(
                     "mask",
-                    dict(learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-4, weight_decay=0.01, mask=MASK),
-                    Oracle("optax", optax_("lamb", learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-4, weight_decay=0.01, mask=MASK)),
+                    dict(
+                        learning_rate=0.02, b1=0.8, b2=0.99, eps=1e-4, weight_decay=0.01, mask=MASK
+                    ),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "lamb",
+                            learning_rate=0.02,
+                            b1=0.8,
+                            b2=0.99,
+                            eps=1e-4,
+                            weight_decay=0.01,
+                            mask=MASK,
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -770,7 +1047,11 @@ REGISTRY: dict[str, Spec] = {
             layout="lars",
             layout_kwargs=dict(learning_rate=0.1),
             cases=(
-                Case("default", dict(learning_rate=0.1), Oracle("optax", optax_("lars", learning_rate=0.1))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.1),
+                    Oracle("optax", optax_("lars", learning_rate=0.1)),
+                ),
                 Case(
                     "nondefault",
                     dict(
@@ -813,11 +1094,33 @@ REGISTRY: dict[str, Spec] = {
             False,
             layout="novograd",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("novograd", learning_rate=0.01))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("novograd", learning_rate=0.01)),
+                ),
                 Case(
                     "nondefault",
-                    dict(learning_rate=0.02, b1=0.8, b2=0.5, eps=1e-4, eps_root=1e-6, weight_decay=0.01),
-                    Oracle("optax", optax_("novograd", learning_rate=0.02, b1=0.8, b2=0.5, eps=1e-4, eps_root=1e-6, weight_decay=0.01)),
+                    dict(
+                        learning_rate=0.02,
+                        b1=0.8,
+                        b2=0.5,
+                        eps=1e-4,
+                        eps_root=1e-6,
+                        weight_decay=0.01,
+                    ),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "novograd",
+                            learning_rate=0.02,
+                            b1=0.8,
+                            b2=0.5,
+                            eps=1e-4,
+                            eps_root=1e-6,
+                            weight_decay=0.01,
+                        ),
+                    ),
                 ),
             ),
         ),
@@ -827,9 +1130,21 @@ REGISTRY: dict[str, Spec] = {
             False,
             layout="fromage",
             cases=(
-                Case("default", dict(learning_rate=0.01), Oracle("optax", optax_("fromage", learning_rate=0.01))),
-                Case("min-norm", dict(learning_rate=0.05, min_norm=1.0), Oracle("optax", optax_("fromage", learning_rate=0.05, min_norm=1.0))),
-                Case("schedule", dict(learning_rate=_decaying), Oracle("optax", optax_("fromage", learning_rate=_decaying))),
+                Case(
+                    "default",
+                    dict(learning_rate=0.01),
+                    Oracle("optax", optax_("fromage", learning_rate=0.01)),
+                ),
+                Case(
+                    "min-norm",
+                    dict(learning_rate=0.05, min_norm=1.0),
+                    Oracle("optax", optax_("fromage", learning_rate=0.05, min_norm=1.0)),
+                ),
+                Case(
+                    "schedule",
+                    dict(learning_rate=_decaying),
+                    Oracle("optax", optax_("fromage", learning_rate=_decaying)),
+                ),
             ),
             bad=(("learning_rate", -0.1), ("min_norm", -1.0)),
         ),
@@ -846,7 +1161,11 @@ REGISTRY: dict[str, Spec] = {
             layout="adafactor",
             layout_kwargs=dict(learning_rate=0.01),
             cases=(
-                Case("default", dict(), Oracle("optax", optax_("adafactor", learning_rate=_paper_relative_step))),
+                Case(
+                    "default",
+                    dict(),
+                    Oracle("optax", optax_("adafactor", learning_rate=_paper_relative_step)),
+                ),
                 Case(
                     "nondefault",
                     dict(
@@ -917,7 +1236,16 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "default",
                     dict(learning_rate=0.01),
-                    Oracle("optax", optax_("muon", learning_rate=0.01, beta=f32(0.95), adam_b1=f32(0.9), adam_b2=f32(0.999))),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "muon",
+                            learning_rate=0.01,
+                            beta=f32(0.95),
+                            adam_b1=f32(0.9),
+                            adam_b2=f32(0.999),
+                        ),
+                    ),
                 ),
                 Case(
                     "nondefault",
@@ -967,14 +1295,31 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "nondefault",
                     dict(learning_rate=0.3, b1=0.8, weight_decay=0.01, weight_lr_power=1.0),
-                    Oracle("optax", optax_("schedule_free_sgd", learning_rate=f32(0.3), b1=f32(0.8), weight_decay=f32(0.01), weight_lr_power=1.0)),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "schedule_free_sgd",
+                            learning_rate=f32(0.3),
+                            b1=f32(0.8),
+                            weight_decay=f32(0.01),
+                            weight_lr_power=1.0,
+                        ),
+                    ),
                 ),
                 Case(
                     "schedulefree-warmup",
                     dict(learning_rate=0.3, warmup_steps=10, b1=0.8, weight_decay=0.01),
                     Oracle(
                         "schedulefree",
-                        torch_("schedulefree.SGDScheduleFree", lr=0.3, momentum=0.8, weight_decay=0.01, warmup_steps=10, r=0.0, weight_lr_power=2.0),
+                        torch_(
+                            "schedulefree.SGDScheduleFree",
+                            lr=0.3,
+                            momentum=0.8,
+                            weight_decay=0.01,
+                            warmup_steps=10,
+                            r=0.0,
+                            weight_lr_power=2.0,
+                        ),
                         steps=40,
                     ),
                 ),
@@ -990,13 +1335,40 @@ REGISTRY: dict[str, Spec] = {
             difference_updates=True,
             eval_fn=gdopt.schedule_free_eval_params,
             cases=(
-                Case("default", dict(), Oracle("optax", optax_("schedule_free_adamw", learning_rate=f32(0.0025), b1=f32(0.9), b2=f32(0.999)))),
                 Case(
-                    "nondefault",
-                    dict(learning_rate=0.01, b1=0.95, b2=0.99, eps=1e-6, weight_decay=0.05, weight_lr_power=1.5),
+                    "default",
+                    dict(),
                     Oracle(
                         "optax",
-                        optax_("schedule_free_adamw", learning_rate=f32(0.01), b1=f32(0.95), b2=f32(0.99), eps=f32(1e-6), weight_decay=f32(0.05), weight_lr_power=1.5),
+                        optax_(
+                            "schedule_free_adamw",
+                            learning_rate=f32(0.0025),
+                            b1=f32(0.9),
+                            b2=f32(0.999),
+                        ),
+                    ),
+                ),
+                Case(
+                    "nondefault",
+                    dict(
+                        learning_rate=0.01,
+                        b1=0.95,
+                        b2=0.99,
+                        eps=1e-6,
+                        weight_decay=0.05,
+                        weight_lr_power=1.5,
+                    ),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "schedule_free_adamw",
+                            learning_rate=f32(0.01),
+                            b1=f32(0.95),
+                            b2=f32(0.99),
+                            eps=f32(1e-6),
+                            weight_decay=f32(0.05),
+                            weight_lr_power=1.5,
+                        ),
                     ),
                 ),
                 Case(
@@ -1004,7 +1376,15 @@ REGISTRY: dict[str, Spec] = {
                     dict(learning_rate=0.01, warmup_steps=20, b1=0.9, b2=0.99, weight_decay=0.05),
                     Oracle(
                         "schedulefree",
-                        torch_("schedulefree.AdamWScheduleFree", lr=0.01, betas=(0.9, 0.99), weight_decay=0.05, warmup_steps=20, r=0.0, weight_lr_power=2.0),
+                        torch_(
+                            "schedulefree.AdamWScheduleFree",
+                            lr=0.01,
+                            betas=(0.9, 0.99),
+                            weight_decay=0.05,
+                            warmup_steps=20,
+                            r=0.0,
+                            weight_lr_power=2.0,
+                        ),
                         steps=40,
                     ),
                 ),
@@ -1019,13 +1399,36 @@ REGISTRY: dict[str, Spec] = {
             layout="prodigy",
             layout_kwargs=dict(),
             cases=(
-                Case("default", dict(), Oracle("optax", optax_("prodigy", betas=(f32(0.9), f32(0.999))))),
+                Case(
+                    "default",
+                    dict(),
+                    Oracle("optax", optax_("prodigy", betas=(f32(0.9), f32(0.999)))),
+                ),
                 Case(
                     "nondefault",
-                    dict(learning_rate=0.5, betas=(0.8, 0.99), beta3=0.95, eps=1e-6, estim_lr0=1e-4, estim_lr_coef=2.0, weight_decay=0.01, safeguard_warmup=True),
+                    dict(
+                        learning_rate=0.5,
+                        betas=(0.8, 0.99),
+                        beta3=0.95,
+                        eps=1e-6,
+                        estim_lr0=1e-4,
+                        estim_lr_coef=2.0,
+                        weight_decay=0.01,
+                        safeguard_warmup=True,
+                    ),
                     Oracle(
                         "optax",
-                        optax_("prodigy", learning_rate=0.5, betas=(f32(0.8), f32(0.99)), beta3=f32(0.95), eps=f32(1e-6), estim_lr0=f32(1e-4), estim_lr_coef=2.0, weight_decay=f32(0.01), safeguard_warmup=True),
+                        optax_(
+                            "prodigy",
+                            learning_rate=0.5,
+                            betas=(f32(0.8), f32(0.99)),
+                            beta3=f32(0.95),
+                            eps=f32(1e-6),
+                            estim_lr0=f32(1e-4),
+                            estim_lr_coef=2.0,
+                            weight_decay=f32(0.01),
+                            safeguard_warmup=True,
+                        ),
                     ),
                 ),
                 Case(
@@ -1033,14 +1436,26 @@ REGISTRY: dict[str, Spec] = {
                     dict(eps=1e-2),
                     Oracle(
                         "prodigyopt",
-                        torch_("prodigyopt.Prodigy", lr=1.0, eps=1e-2, weight_decay=0.0, decouple=True, use_bias_correction=True),
+                        torch_(
+                            "prodigyopt.Prodigy",
+                            lr=1.0,
+                            eps=1e-2,
+                            weight_decay=0.0,
+                            decouple=True,
+                            use_bias_correction=True,
+                        ),
                         rtol=1e-5,
                         atol=1e-6,
                         steps=30,
                     ),
                 ),
             ),
-            bad=(("betas", (0.9,)), ("betas", (0.9, 1.5)), ("estim_lr0", 0.0), ("weight_decay", -1.0)),
+            bad=(
+                ("betas", (0.9,)),
+                ("betas", (0.9, 1.5)),
+                ("estim_lr0", 0.0),
+                ("weight_decay", -1.0),
+            ),
         ),
         _spec(
             "dadapt_adamw",
@@ -1049,18 +1464,53 @@ REGISTRY: dict[str, Spec] = {
             layout="dadapt_adamw",
             layout_kwargs=dict(),
             cases=(
-                Case("default", dict(), Oracle("optax", optax_("dadapt_adamw", betas=(f32(0.9), f32(0.999))))),
+                Case(
+                    "default",
+                    dict(),
+                    Oracle("optax", optax_("dadapt_adamw", betas=(f32(0.9), f32(0.999)))),
+                ),
                 Case(
                     "nondefault",
-                    dict(learning_rate=0.5, betas=(0.8, 0.99), eps=1e-6, estim_lr0=1e-4, weight_decay=0.01),
-                    Oracle("optax", optax_("dadapt_adamw", learning_rate=0.5, betas=(f32(0.8), f32(0.99)), eps=f32(1e-6), estim_lr0=f32(1e-4), weight_decay=f32(0.01))),
+                    dict(
+                        learning_rate=0.5,
+                        betas=(0.8, 0.99),
+                        eps=1e-6,
+                        estim_lr0=1e-4,
+                        weight_decay=0.01,
+                    ),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "dadapt_adamw",
+                            learning_rate=0.5,
+                            betas=(f32(0.8), f32(0.99)),
+                            eps=f32(1e-6),
+                            estim_lr0=f32(1e-4),
+                            weight_decay=f32(0.01),
+                        ),
+                    ),
                 ),
                 Case(
                     "dadaptation",
-                    dict(learning_rate=0.5, betas=(0.8, 0.99), eps=1e-6, estim_lr0=1e-4, weight_decay=0.01),
+                    dict(
+                        learning_rate=0.5,
+                        betas=(0.8, 0.99),
+                        eps=1e-6,
+                        estim_lr0=1e-4,
+                        weight_decay=0.01,
+                    ),
                     Oracle(
                         "dadaptation",
-                        torch_("dadaptation.DAdaptAdam", lr=0.5, betas=(0.8, 0.99), eps=1e-6, d0=1e-4, weight_decay=0.01, decouple=True, use_bias_correction=True),
+                        torch_(
+                            "dadaptation.DAdaptAdam",
+                            lr=0.5,
+                            betas=(0.8, 0.99),
+                            eps=1e-6,
+                            d0=1e-4,
+                            weight_decay=0.01,
+                            decouple=True,
+                            use_bias_correction=True,
+                        ),
                         rtol=5e-6,
                         atol=1e-6,
                         steps=30,
@@ -1080,14 +1530,42 @@ REGISTRY: dict[str, Spec] = {
                 Case(
                     "default",
                     dict(learning_rate=0.01),
-                    Oracle("optax", optax_("sophia", learning_rate=0.01, b1=f32(0.965), b2=f32(0.99), weight_decay=f32(1e-4))),
+                    Oracle(
+                        "optax",
+                        optax_(
+                            "sophia",
+                            learning_rate=0.01,
+                            b1=f32(0.965),
+                            b2=f32(0.99),
+                            weight_decay=f32(1e-4),
+                        ),
+                    ),
                 ),
                 Case(
                     "nondefault",
-                    dict(learning_rate=0.02, b1=0.9, b2=0.95, eps=1e-6, weight_decay=0.01, gamma=0.05, clip_threshold=0.5, update_interval=3),
+                    dict(
+                        learning_rate=0.02,
+                        b1=0.9,
+                        b2=0.95,
+                        eps=1e-6,
+                        weight_decay=0.01,
+                        gamma=0.05,
+                        clip_threshold=0.5,
+                        update_interval=3,
+                    ),
                     Oracle(
                         "optax",
-                        optax_("sophia", learning_rate=0.02, b1=f32(0.9), b2=f32(0.95), eps=f32(1e-6), weight_decay=f32(0.01), gamma=f32(0.05), clip_threshold=0.5, update_interval=3),
+                        optax_(
+                            "sophia",
+                            learning_rate=0.02,
+                            b1=f32(0.9),
+                            b2=f32(0.95),
+                            eps=f32(1e-6),
+                            weight_decay=f32(0.01),
+                            gamma=f32(0.05),
+                            clip_threshold=0.5,
+                            update_interval=3,
+                        ),
                     ),
                 ),
             ),

@@ -10,7 +10,7 @@ leaf-by-leaf ones; optax's state layout; ``get_hyperparams``; keyword extras an 
 not take are ignored; argument kinds as optax's.
 
 Every computation of an oracle runs under ``with oracle():`` (standard dtype promotion); gdopt
-itself runs under whatever the suite sets (strict, ``tests/_strict.py``).
+itself runs under the strict promotion ``tests/conftest.py`` sets.
 """
 
 from __future__ import annotations
@@ -175,9 +175,13 @@ def _solve(spec: Spec, opt, loss, x0, steps):
     def body(carry, _):
         x, state = carry
         value, grad = jax.value_and_grad(loss)(x)
-        updates, state = opt.update(grad, state, x, **_extras(spec, 0, x, grad, loss) | (
-            {"value": value} if "value" in spec.extras else {}
-        ))
+        updates, state = opt.update(
+            grad,
+            state,
+            x,
+            **_extras(spec, 0, x, grad, loss)
+            | ({"value": value} if "value" in spec.extras else {}),
+        )
         return (gdopt.apply_updates(x, updates), state), None
 
     (x, state), _ = jax.lax.scan(body, (x0, opt.init(x0)), None, length=steps)
@@ -297,7 +301,9 @@ def _one_step(spec: Spec, opt, x):
     return updates, gdopt.apply_updates(x, updates), state
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize(
+    "dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=["f32", "bf16", "f16"]
+)
 @pytest.mark.parametrize("name", NAMES)
 def test_dtypes_are_kept(name, dtype):
     spec = REGISTRY[name]
@@ -351,9 +357,9 @@ def test_jit_equals_eager_and_unused_extras_are_ignored(name):
 
 _COMPILES: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: _COMPILES.append(event)
-    if event == "/jax/core/compile/backend_compile_duration"
-    else None
+    lambda event, duration, **kw: (
+        _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
+    )
 )
 
 
@@ -420,7 +426,7 @@ def test_bad_hyperparameters_name_the_argument(name, arg, bad):
     spec = REGISTRY[name]
     assert arg in inspect.signature(spec.factory).parameters, f"{name} has no {arg}"
     kwargs = {**spec.run, arg: bad}
-    with pytest.raises((ValueError, TypeError), match=re.escape(arg)) as constructor:
+    with pytest.raises(ValueError, match=re.escape(arg)) as constructor:
         spec.factory(**kwargs)
     # the same value written into a state is refused with the same message (a constraint
     # between two arguments, such as max_step_size >= min_step_size, is the constructor's)
@@ -461,7 +467,9 @@ def test_get_hyperparams_returns_every_numeric_hyperparameter(name):
             continue
         numeric = isinstance(v, (int, float, np.number))
         seq = isinstance(v, tuple) and v and all(isinstance(x, (int, float)) for x in v)
-        schedule = callable(v) and not inspect.isclass(v) and not hasattr(v, "init") and k in spec.run
+        schedule = (
+            callable(v) and not inspect.isclass(v) and not hasattr(v, "init") and k in spec.run
+        )
         if not (numeric or seq or schedule):
             continue
         assert k in held, f"{name}: get_hyperparams lacks {k} (has {sorted(held)})"
@@ -530,25 +538,21 @@ def test_packability_is_as_pinned_and_packed_runs_agree(name):
     loss = lambda p: objective(p) + parabola(p["a"])  # noqa: E731
     packed_opt = gdopt.packed_optimizer(opt)
 
-    def tree_run(p):
-        s = opt.init(p)
-        for _ in range(6):
-            value, g = jax.value_and_grad(loss)(p)
+    def steps(opt, loss, x):  # 6 steps in a loop: one compiled body (L-BFGS's is large)
+        def body(_, carry):
+            x, s = carry
+            value, g = jax.value_and_grad(loss)(x)
             kw = {"value": value, "grad": g, "value_fn": loss, "obj_fn": loss}
-            u, s = opt.update(g, s, p, **{k: kw[k] for k in spec.extras})
-            p = gdopt.apply_updates(p, u)
-        return p
+            u, s = opt.update(g, s, x, **{k: kw[k] for k in spec.extras})
+            return gdopt.apply_updates(x, u), s
+
+        return jax.lax.fori_loop(0, 6, body, (x, opt.init(x)))[0]
+
+    def tree_run(p):
+        return steps(opt, loss, p)
 
     def packed_run(p):
-        q = gdopt.pack(p)
-        s = packed_opt.init(q)
-        ploss = lambda q: loss(gdopt.unpack(q))  # noqa: E731
-        for _ in range(6):
-            value, g = jax.value_and_grad(ploss)(q)
-            kw = {"value": value, "grad": g, "value_fn": ploss, "obj_fn": ploss}
-            u, s = packed_opt.update(g, s, q, **{k: kw[k] for k in spec.extras})
-            q = gdopt.apply_updates(q, u)
-        return gdopt.unpack(q)
+        return gdopt.unpack(steps(packed_opt, lambda q: loss(gdopt.unpack(q)), gdopt.pack(p)))
 
     a, b = jax.jit(tree_run)(params), jax.jit(packed_run)(params)
     _assert_close(a, b, 2e-5, 1e-6, f"{name}: packed vs leaf by leaf")
@@ -622,9 +626,7 @@ def test_state_layout_is_optax(name):
     import optax.contrib
 
     spec = REGISTRY[name]
-    kwargs = spec.layout_kwargs if spec.layout_kwargs is not None else {
-        spec.learning_rate: 0.01
-    }
+    kwargs = spec.layout_kwargs if spec.layout_kwargs is not None else {spec.learning_rate: 0.01}
     x = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
     ours = spec.factory(**kwargs).init(x)
     ref_fn = getattr(optax, spec.layout, None) or getattr(optax.contrib, spec.layout)
@@ -663,7 +665,9 @@ def test_inject_hyperparams_over_a_named_optimizer_follows_its_schedule_and_writ
         ui, si = injected.update(g, si, x)
         ud, sd = direct.update(g, sd, x)
         np.testing.assert_allclose(ui, ud, rtol=1e-6)
-    np.testing.assert_allclose(float(si.hyperparams["learning_rate"]), float(schedule(3)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(si.hyperparams["learning_rate"]), float(schedule(3)), rtol=1e-6
+    )
     constant = gdopt.inject_hyperparams(getattr(gdopt, name))(learning_rate=0.1)
     s = constant.init(x)
     g = jax.grad(parabola)(x)

@@ -1,5 +1,6 @@
-"""Schedules: parity with optax at every step of every phase, hand-computed WSD values,
-reduce_on_plateau against optax on a scripted loss sequence, and validation errors."""
+"""``gdopt/schedules.py``: parity with optax (oracle) at every step of every phase, hand-computed
+WSD values, traced schedule values, a schedule inside an optimizer, ``reduce_on_plateau``
+against optax on a scripted loss sequence, and validation errors."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import optax.contrib
 import pytest
 
 import gdopt
-from tests.helpers import assert_trajectories_close, gradient_sequence, make_params, run_trajectory
+from tests.helpers import (
+    assert_trajectories_close,
+    gradient_sequence,
+    make_params,
+    oracle,
+    run_trajectory,
+)
 
 STEPS = np.arange(0, 131)
 
@@ -26,7 +33,8 @@ def _values(sched, steps=STEPS):
 
 def _ref_values(sched, steps=STEPS):
     """optax's values (vmapped; a constant schedule returns a Python number)."""
-    out = jax.vmap(lambda t: jnp.asarray(sched(t), jnp.float32))(jnp.asarray(steps, jnp.int32))
+    with oracle():
+        out = jax.vmap(lambda t: jnp.asarray(sched(t), jnp.float32))(jnp.asarray(steps, jnp.int32))
     return np.asarray(out, np.float64)
 
 
@@ -213,7 +221,8 @@ def test_schedule_inside_an_optimizer():
     grads = gradient_sequence(params, steps=40)
     kw = dict(init_value=0.0, peak_value=0.1, warmup_steps=5, decay_steps=40)
     ours = run_trajectory(gdopt.sgd(gdopt.warmup_cosine_decay_schedule(**kw)), params, grads)
-    ref = run_trajectory(optax.sgd(optax.warmup_cosine_decay_schedule(**kw)), params, grads)
+    with oracle():
+        ref = run_trajectory(optax.sgd(optax.warmup_cosine_decay_schedule(**kw)), params, grads)
     assert_trajectories_close(ours, ref)
 
 
@@ -281,7 +290,8 @@ def test_reduce_on_plateau_parity(kwargs):
     ours_t = gdopt.chain(gdopt.sgd(0.1), gdopt.reduce_on_plateau(**kwargs))
     ref_t = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(**kwargs))
     ours = run_trajectory(ours_t, params, grads, extra=extra)
-    ref = run_trajectory(ref_t, params, grads, extra=extra)
+    with oracle():
+        ref = run_trajectory(ref_t, params, grads, extra=extra)
     assert_trajectories_close(ours, ref)
     # every field of the state agrees at every step
     g = {"w": jnp.ones(3)}
@@ -294,7 +304,8 @@ def test_reduce_on_plateau_parity(kwargs):
         return jax.lax.scan(body, t.init(g), jnp.asarray(LOSSES))[1]
 
     a = jax.jit(lambda: states(gdopt.reduce_on_plateau(**kwargs)))()
-    b = jax.jit(lambda: states(optax.contrib.reduce_on_plateau(**kwargs)))()
+    with oracle():
+        b = jax.jit(lambda: states(optax.contrib.reduce_on_plateau(**kwargs)))()
     for field in a._fields:
         np.testing.assert_allclose(getattr(a, field), getattr(b, field), err_msg=field)
     assert float(a.scale.min()) < 1.0  # the scripted losses do trigger reductions

@@ -198,7 +198,7 @@ def _two_loop_reference(g, pairs, gamma):
         q -= a * y
         alphas.append(a)
     r = gamma * q
-    for (s, y), a in zip(pairs, reversed(alphas)):
+    for (s, y), a in zip(pairs, reversed(alphas), strict=True):
         b = np.dot(y, r) / np.dot(s, y)
         r += (a - b) * s
     return r
@@ -213,7 +213,7 @@ def test_scale_by_lbfgs_matches_the_two_loop_recursion():
     t = scale_by_lbfgs(memory_size=4)
     s = t.init(jnp.zeros(6))
     update = jax.jit(t.update)
-    for k, (x, g) in enumerate(zip(xs, gs)):
+    for k, (x, g) in enumerate(zip(xs, gs, strict=True)):
         d, s = update(jnp.asarray(g, jnp.float32), s, jnp.asarray(x, jnp.float32))
         pairs = [(xs[i + 1] - xs[i], gs[i + 1] - gs[i]) for i in range(max(0, k - 4), k)]
         if pairs:
