@@ -634,7 +634,7 @@ def _trees(draw):
     return tree
 
 
-@hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
 @hypothesis.given(_trees())
 def test_unpack_inverts_pack_for_any_tree(tree):
     back = gdopt.unpack(gdopt.pack(tree))
@@ -644,7 +644,7 @@ def test_unpack_inverts_pack_for_any_tree(tree):
         np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(tree[key]))
 
 
-@hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
 @hypothesis.given(_SHAPES, _SHAPES)
 def test_pack_specs_are_equal_exactly_when_the_shapes_are(a, b):
     spec_a = gdopt.pack({"w": jnp.zeros(a)}).spec

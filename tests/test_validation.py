@@ -300,7 +300,7 @@ def test_normalize_hook():
     assert seen == [(1.0, 2.0)]
 
 
-@hypothesis.settings(max_examples=200, deadline=None, derandomize=True)
+@hypothesis.settings(max_examples=100, deadline=None, derandomize=True)
 @hypothesis.given(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
