@@ -46,6 +46,8 @@ __all__ = [
     "check_choice",
     "check_callable",
     "need_params",
+    "is_key_array",
+    "check_key",
 ]
 
 
@@ -405,3 +407,45 @@ class FactorySpec:
                 c.check(name, arguments[name])
                 out[name] = c.normalize(arguments[name])
         return out
+
+
+# ----------------------------------------------------------------------------- PRNG keys
+
+
+def is_key_array(x: Any) -> bool:
+    """Whether ``x`` is a typed PRNG key array (``jax.random.key``)."""
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _refuse_bool_key(key: Any) -> Any:
+    if isinstance(key, (bool, np.bool_)):
+        raise TypeError(
+            "key must be an int seed, jax.random.PRNGKey(seed) (uint32 of shape (2,)) or "
+            f"jax.random.key(seed), got bool {key!r}."
+        )
+    return key
+
+
+def check_key(key: Any) -> jax.Array:
+    """A PRNG key from ``None`` (``PRNGKey(0)``), an int seed, a ``jax.random.PRNGKey`` or a
+    typed ``jax.random.key``."""
+    if key is None:
+        return jax.random.PRNGKey(0)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return jax.random.PRNGKey(operator.index(key))
+    key = _refuse_bool_key(key)
+    if is_key_array(key):
+        if key.shape != ():
+            raise ValueError(
+                f"key must be a single PRNG key, got a key array of shape {key.shape}."
+            )
+        return key
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    if shape == (2,) and dtype == np.uint32:
+        return jnp.asarray(key)
+    raise TypeError(
+        "key must be an int seed, jax.random.PRNGKey(seed) (uint32 of shape (2,)) or "
+        f"jax.random.key(seed), got {type(key).__name__}"
+        + (f" of shape {shape} and dtype {dtype}" if shape is not None else f" {key!r}")
+        + "."
+    )

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt._numerics import promote, safe_increment
+from gdopt._numerics import follow_mesh, promote, safe_increment
 from gdopt._traits import Traits, structural_key, traits_of, with_traits
 from gdopt._validation import Constraint, FactorySpec, is_tracer
 from gdopt.base import GradientTransformation
@@ -268,22 +268,43 @@ def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
+class _FieldAfterTuple(jax.tree_util.SequenceKey):
+    """The key of a field that follows a tuple's entries (``.hyperparams`` after ``[0]``,
+    ``[1]``): an index, so that the state's keys are all of one kind (libraries such as
+    Flax NNX sort key paths), shown as the attribute it is."""
+
+    def __init__(self, idx: int, name: str) -> None:
+        super().__init__(idx)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f".{self.name}"
+
+    __repr__ = __str__
+
+
 def _hs_flatten_with_keys(s: HyperparamsState):
     inner = s.inner_state
     GetAttrKey, SequenceKey = jax.tree_util.GetAttrKey, jax.tree_util.SequenceKey
     if type(inner) is tuple:
         kind, meta = "tuple", len(inner)
         children = [(SequenceKey(i), x) for i, x in enumerate(inner)]
-    elif _is_namedtuple(inner):
-        kind, meta = "namedtuple", type(inner)
-        children = [(GetAttrKey(f), getattr(inner, f)) for f in inner._fields]
+
+        def field(name: str) -> Any:
+            return _FieldAfterTuple(len(children), name)
+
     else:
-        kind, meta = "other", None
-        children = [(GetAttrKey("inner_state"), inner)]
-    children.append((GetAttrKey("hyperparams"), s.hyperparams))
+        if _is_namedtuple(inner):
+            kind, meta = "namedtuple", type(inner)
+            children = [(GetAttrKey(f), getattr(inner, f)) for f in inner._fields]
+        else:
+            kind, meta = "other", None
+            children = [(GetAttrKey("inner_state"), inner)]
+        field = GetAttrKey
+    children.append((field("hyperparams"), s.hyperparams))
     has_count = s.hyperparams_count is not None
     if has_count:
-        children.append((GetAttrKey("hyperparams_count"), s.hyperparams_count))
+        children.append((field("hyperparams_count"), s.hyperparams_count))
     return children, (kind, meta, has_count)
 
 
@@ -405,6 +426,7 @@ def _hyperparams_transformation(
             check_float_leaves(params)
         values = {k: _as_value(v, dtype) for k, v in constants.items()}
         values.update({k: _as_value(v, dtype) for k, v in at_zero().items()})
+        values = follow_mesh(values, params)  # on the parameters' mesh under jit
         hyperparams = Hyperparams._raw(values, constraints)
         inner = _strongly_typed(_strip(tx0.init(params)))
         if inject:

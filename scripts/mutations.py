@@ -144,7 +144,7 @@ MUTATIONS = [
     ),
     (
         "the compile cache ignores the promotion mode",
-        "gdopt/engine/_compile.py",
+        "gdopt/_compile.py",
         "    full = (key, trace_config(), signature(*args))",
         "    full = (key, signature(*args))",
         "tests/engine/test_fit.py",

@@ -7,6 +7,7 @@ feedback loop, and compare every step of the parameter trajectory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -143,3 +144,51 @@ def oracle():
     ...     pass
     """
     return jax.numpy_dtype_promotion("standard")
+
+
+@contextlib.contextmanager
+def persistent_cache_off():
+    """JAX's persistent compilation cache off for the block (the suite turns it on in
+    ``tests/conftest.py``), for tests that count compilations.
+
+    >>> with persistent_cache_off():
+    ...     pass
+    """
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+
+
+_BACKEND_COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: (
+        _BACKEND_COMPILES.append(event)
+        if event == "/jax/core/compile/backend_compile_duration"
+        else None
+    )
+)
+
+
+class counting_compiles:  # noqa: N801  (used as a context manager, like a function)
+    """Counts the XLA backend compilations run inside the block, with the persistent cache
+    off (a program found there would not count, hiding a recompilation).
+
+    >>> with counting_compiles() as c:
+    ...     pass
+    >>> c.count
+    0
+    """
+
+    def __enter__(self) -> counting_compiles:
+        self._cache = persistent_cache_off()
+        self._cache.__enter__()
+        self._before = len(_BACKEND_COMPILES)
+        self.count = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.count = len(_BACKEND_COMPILES) - self._before
+        self._cache.__exit__(*exc)

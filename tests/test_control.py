@@ -8,13 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdopt import _control
-
-_COMPILES: list[str] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: (
-        _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
-    )
-)
+from tests.helpers import counting_compiles
 
 
 def _branches():
@@ -74,13 +68,13 @@ def test_eager_calls_compile_nothing_after_the_first():
     x, y = jnp.arange(3.0), jnp.ones(3)
     counts = []
     for i in range(4):
-        before = len(_COMPILES)
-        t, f = _branches()  # fresh closures, as an update builds them at every step
-        out = (
-            _control.cond(jnp.asarray(i % 2 == 0), t, f, x, y),
-            _control.while_loop(*_loop(), (x[1] + 0.5, jnp.asarray(0, jnp.int32))),
-            _control.scan(_step, x[0], x),
-        )
-        jax.block_until_ready(out)
-        counts.append(len(_COMPILES) - before)
+        with counting_compiles() as c:
+            t, f = _branches()  # fresh closures, as an update builds them at every step
+            out = (
+                _control.cond(jnp.asarray(i % 2 == 0), t, f, x, y),
+                _control.while_loop(*_loop(), (x[1] + 0.5, jnp.asarray(0, jnp.int32))),
+                _control.scan(_step, x[0], x),
+            )
+            jax.block_until_ready(out)
+        counts.append(c.count)
     assert counts[2:] == [0, 0], f"compilations per eager call: {counts}"

@@ -602,3 +602,20 @@ def test_legacy_named_optimizer_form():
         u, s = scheduled.update(G2, s, P2)
         seen.append(float(s.hyperparams["learning_rate"]))
     assert seen == [1.0, 0.5, 0.0]
+
+
+def test_state_keys_are_of_one_kind_and_read_as_attributes():
+    # Flax NNX sorts the key paths of an optimizer state: a tuple's indices and the
+    # hyperparameters' key must compare, so all are indices; the path still names the field
+    state = gdopt.adamw(1e-2).init({"w": jnp.ones(2)})
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+    assert all(isinstance(p[0], jax.tree_util.SequenceKey) for p in paths)
+
+    def plain(k):  # what a library sorts by: the index, the dict key, the attribute name
+        if isinstance(k, jax.tree_util.SequenceKey):
+            return k.idx
+        return k.key if isinstance(k, jax.tree_util.DictKey) else k.name
+
+    assert len(sorted(tuple(plain(k) for k in p) for p in paths)) == len(paths)  # comparable
+    names = {jax.tree_util.keystr(p) for p in paths}
+    assert "[0].mu['w']" in names and ".hyperparams['learning_rate']" in names

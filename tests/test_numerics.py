@@ -11,14 +11,7 @@ import numpy as np
 import pytest
 
 from gdopt import _numerics as num
-
-_COMPILES: list[str] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: (
-        _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
-    )
-)
-
+from tests.helpers import counting_compiles
 
 # ----------------------------------------------------------------------------- moments
 
@@ -63,10 +56,10 @@ def test_bias_correction_compiles_nothing_per_eager_step():
     num.bias_correction(moment, 0.9, jnp.asarray(1, jnp.int32))  # compiles its kernels once
     counts = []
     for t in range(2, 8):
-        before = len(_COMPILES)
-        jax.block_until_ready(num.bias_correction(moment, 0.9, jnp.asarray(t, jnp.int32)))
-        jax.block_until_ready(num.bias_correction_factor(0.999, jnp.asarray(t, jnp.int32)))
-        counts.append(len(_COMPILES) - before)
+        with counting_compiles() as c:
+            jax.block_until_ready(num.bias_correction(moment, 0.9, jnp.asarray(t, jnp.int32)))
+            jax.block_until_ready(num.bias_correction_factor(0.999, jnp.asarray(t, jnp.int32)))
+        counts.append(c.count)
     assert counts == [0] * 6, f"compilations per eager step: {counts}"
 
 

@@ -1,4 +1,5 @@
-"""Compiled programs of the engine, reused across calls.
+"""Compiled programs reused across calls (the engine's ``fit`` and the applications built on
+its core: sweeps, multi-start).
 
 ``fit`` builds its programs from the loss function, the optimizer and its options; the
 optimizer's hyperparameters are data in its state, so two calls that differ only in their
