@@ -188,10 +188,44 @@ class EmptyState(NamedTuple):
     """The state of a stateless transformation."""
 
 
+def _apply_leaf(path: Any, p: Any, u: Any) -> Any:
+    if u is None:
+        return p
+    p = jnp.asarray(p)
+    where = jax.tree_util.keystr(tuple(path))
+    if not (jnp.issubdtype(p.dtype, jnp.floating) or jnp.issubdtype(p.dtype, jnp.complexfloating)):
+        raise TypeError(
+            f"apply_updates: params{where} has dtype {p.dtype}; an update would be rounded "
+            "away. Parameters must be floating point: keep integer and boolean values out of "
+            "the parameter pytree."
+        )
+    u_dtype = jnp.result_type(u)
+    if not jnp.issubdtype(u_dtype, jnp.inexact):
+        raise TypeError(
+            f"apply_updates: updates{where} has dtype {u_dtype}; updates must be floating "
+            "point (pass the output of an optimizer's update)."
+        )
+    if jnp.issubdtype(u_dtype, jnp.complexfloating) and not jnp.iscomplexobj(p):
+        raise TypeError(
+            f"apply_updates: updates{where} is complex ({u_dtype}) but params{where} is real "
+            f"({p.dtype})."
+        )
+    if np.shape(u) != p.shape:
+        raise ValueError(
+            f"apply_updates: updates{where} has shape {np.shape(u)} but params{where} has "
+            f"shape {p.shape}; an update must have its parameter's shape (it is never "
+            "broadcast)."
+        )
+    return add(p, u).astype(p.dtype)
+
+
 def apply_updates(params: Params, updates: Updates) -> Params:
     """Return ``params + updates`` leafwise, keeping each parameter's dtype.
 
     ``None`` leaves in ``updates`` (e.g. frozen parameters) leave the parameter unchanged.
+    The two trees are checked leaf by leaf when the call is traced (no cost at run time):
+    the same structure, each update of its parameter's shape (never broadcast), floating
+    point on both sides.
 
     Args:
       params: the current parameters.
@@ -201,21 +235,31 @@ def apply_updates(params: Params, updates: Updates) -> Params:
       The new parameters, each leaf in the dtype of the old one.
 
     Raises:
-      ValueError: when the two trees differ in structure (the message names the key path).
+      ValueError: when the two trees differ in structure, or an update's shape differs from
+        its parameter's (the message names the key path).
+      TypeError: a parameter that is not floating point (an update would be rounded away),
+        an update that is not floating point, or a complex update of a real parameter.
 
     >>> apply_updates({"w": jnp.ones(2, jnp.bfloat16)}, {"w": jnp.ones(2)})["w"].dtype
     dtype(bfloat16)
+    >>> apply_updates({"w": jnp.ones(2)}, {"w": jnp.ones(3)})
+    Traceback (most recent call last):
+    ...
+    ValueError: apply_updates: updates['w'] has shape (3,) but params['w'] has shape (2,); an update must have its parameter's shape (it is never broadcast).
     """
+    if jax.tree.structure(updates, is_leaf=_is_none) != jax.tree.structure(params):
+        check_same_structure(updates, params, ("updates", "params"))  # names the key path
     try:
-        return jax.tree.map(
-            lambda p, u: p if u is None else add(jnp.asarray(p), u).astype(jnp.asarray(p).dtype),
-            params,
-            updates,
-            is_leaf=lambda x: x is None,
-        )
-    except ValueError:
+        return jax.tree_util.tree_map_with_path(_apply_leaf, params, updates, is_leaf=_is_none)
+    except ValueError as e:
+        if str(e).startswith("apply_updates:"):
+            raise
         check_same_structure(updates, params, ("updates", "params"))
         raise
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
 
 
 def init_empty_state(params: Params) -> EmptyState:

@@ -195,6 +195,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("names", nargs="*", metavar="NAME", help="benchmark module names")
     bn.set_defaults(func=_bench)
+    _add_tuning_parsers(sub)
     return parser
 
 
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
       The exit status: 0 on success, 2 for a bad command line (unknown name, bad number:
       one ``gdopt: error:`` line on stderr, no traceback), 1 when training diverged, a
-      benchmark failed or the results could not be written.
+      benchmark failed or the results could not be written (output paths are checked
+      before any training), 130 on Ctrl-C (one line saying where the results so far are).
 
     >>> main(["train", "--optimizer", "nope"])
     2
@@ -219,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which returns its state)
+        print("gdopt: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except (_UsageError, ValueError, TypeError) as e:
         print(f"gdopt: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -270,6 +275,20 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, np.integer):
         return int(x)
     return x
+
+
+def _writable_dir(path: Path) -> Path:
+    """``path`` as an existing, writable directory (created now), so that a bad ``--out``
+    fails before any training, not after it."""
+    if path.exists() and not path.is_dir():
+        raise OSError(f"--out {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"--out {str(path)!r} cannot be created: {e.strerror or e}") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OSError(f"--out {str(path)!r} is not writable")
+    return path
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
@@ -345,7 +364,7 @@ def _compare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     problem = _problem(args.problem, args.seed)
     epochs = _positive_epochs(problem.default_epochs if args.epochs is None else args.epochs)
-    out_dir = Path(args.out)
+    out_dir = _writable_dir(Path(args.out))  # before any training
     init_key, shuffle_key = _keys(args.seed)
     params = problem.init_params(init_key)
     base_lr = float(problem.default_learning_rate)
@@ -358,6 +377,7 @@ def _compare(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     results = []
+    interrupted = None  # the method Ctrl-C stopped
     for i, m in enumerate(COMPARE_METHODS, 1):
         lr = base_lr * m.lr_factor
         batch = m.batch_size if m.batch_size is None or m.batch_size <= n else n
@@ -371,17 +391,22 @@ def _compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        res = gdopt.fit(
-            problem.loss_fn,
-            params,
-            choices[m.optimizer](lr, **kwargs),
-            problem.train,
-            epochs=epochs,
-            batch_size=batch,
-            key=shuffle_key,
-            eval_data=problem.test,
-            accuracy_fn=problem.accuracy_fn if problem.test is not None else None,
-        )
+        try:
+            res = gdopt.fit(
+                problem.loss_fn,
+                params,
+                choices[m.optimizer](lr, **kwargs),
+                problem.train,
+                epochs=epochs,
+                batch_size=batch,
+                key=shuffle_key,
+                eval_data=problem.test,
+                accuracy_fn=problem.accuracy_fn if problem.test is not None else None,
+            )
+        except KeyboardInterrupt:  # Ctrl-C while compiling: keep what the others gave
+            print(" interrupted", file=sys.stderr)
+            interrupted = m.name
+            break
         h = res.history
         run_time = max(res.wall_time - res.compile_time, 1e-9)
         record = {
@@ -418,6 +443,9 @@ def _compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if res.interrupted:
+            interrupted = m.name
+            break
 
     headers = [
         "method",
@@ -475,6 +503,13 @@ def _compare(args: argparse.Namespace) -> int:
         if png is not None:
             written.append(str(png))
     print(f"wrote {', '.join(written)}")
+    if interrupted is not None:
+        print(
+            f"gdopt: interrupted (Ctrl-C) during {interrupted}; the results so far are in "
+            f"{json_path}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
@@ -560,6 +595,13 @@ def _train(args: argparse.Namespace) -> int:
         f"incl. {res.compile_time:.2f} s compile)"
     )
     print(f"stop reason:      {res.stop_reason}")
+    if res.interrupted:
+        print(
+            f"gdopt: interrupted (Ctrl-C) after epoch {res.epochs_run} of {epochs}; the results "
+            "so far are printed above",
+            file=sys.stderr,
+        )
+        return 130
     return 1 if res.diverged else 0
 
 
@@ -591,3 +633,287 @@ def _bench(args: argparse.Namespace) -> int:
             print(f"gdopt bench: benchmarks.{name} exited with status {rc}", file=sys.stderr)
             status = 1
     return status
+
+
+# ---------------------------------------------------------------- gdopt sweep, gdopt lr-find
+
+
+def _add_tuning_parsers(sub: Any) -> None:
+    """The ``sweep`` and ``lr-find`` subcommands."""
+    sw = sub.add_parser(
+        "sweep",
+        help="train one problem at many hyperparameter values in one compiled program",
+        description="Sweep a named optimizer's hyperparameters on a problem (all runs in one "
+        "vectorised, compiled program, gdopt.sweep); print the runs sorted by test loss and "
+        "write DIR/sweep.json and DIR/sweep.png (a heat map).",
+    )
+    sw.add_argument("--problem", default="digits-mlp", metavar="NAME", help="problem name")
+    sw.add_argument("--optimizer", default="adam", metavar="NAME", help="default: adam")
+    sw.add_argument(
+        "--learning-rate",
+        default="1e-4:1e-1:16",
+        metavar="SPEC",
+        help="LO:HI:N (N log-spaced values) or a comma-separated list (default 1e-4:1e-1:16)",
+    )
+    sw.add_argument(
+        "--hyperparam",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="another hyperparameter to cross with the rates, e.g. b1=0.8,0.9,0.95 (repeatable)",
+    )
+    sw.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
+    sw.add_argument("--epochs", type=int, default=None, help="default: the problem's")
+    sw.add_argument(
+        "--batch-size",
+        type=_batch_size_arg,
+        default=None,
+        metavar="B",
+        help="examples per step, or 'full' (default: the problem's)",
+    )
+    sw.add_argument("--seed", type=int, default=0, help="seed of the data split and the keys")
+    sw.add_argument("--out", default="gdopt-results", metavar="DIR", help="output directory")
+    sw.add_argument("--no-plot", action="store_true", help="do not write sweep.png")
+    sw.set_defaults(func=_sweep)
+
+    lf = sub.add_parser(
+        "lr-find",
+        help="the learning-rate range test: suggest a learning rate",
+        description="Run the learning-rate range test (gdopt.lr_find) on a problem; print the "
+        "suggested rates and write DIR/lr_find.json and DIR/lr_find.png (the curve).",
+    )
+    lf.add_argument("--problem", default="digits-mlp", metavar="NAME", help="problem name")
+    lf.add_argument("--optimizer", default="adam", metavar="NAME", help="default: adam")
+    lf.add_argument("--start-lr", type=float, default=1e-7, metavar="X", help="default 1e-7")
+    lf.add_argument("--end-lr", type=float, default=10.0, metavar="X", help="default 10")
+    lf.add_argument("--num-steps", type=int, default=100, metavar="N", help="default 100")
+    lf.add_argument(
+        "--batch-size",
+        type=_batch_size_arg,
+        default=None,
+        metavar="B",
+        help="examples per step, or 'full' (default: the problem's)",
+    )
+    lf.add_argument(
+        "--suggestion",
+        default="valley",
+        metavar="RULE",
+        help="valley, steep or minimum (default valley)",
+    )
+    lf.add_argument("--seed", type=int, default=0, help="seed of init, data and shuffling")
+    lf.add_argument("--out", default="gdopt-results", metavar="DIR", help="output directory")
+    lf.add_argument("--no-plot", action="store_true", help="do not write lr_find.png")
+    lf.set_defaults(func=_lr_find)
+
+
+def _values_spec(text: str, what: str) -> list[float]:
+    """``LO:HI:N`` (N log-spaced values, both ends included) or ``a,b,c``."""
+    try:
+        if ":" in text:
+            lo, hi, n = text.split(":")
+            lo_f, hi_f, count = float(lo), float(hi), int(n)
+            if not (0 < lo_f < hi_f and math.isfinite(hi_f)) or count < 2:
+                raise ValueError
+            return [float(v) for v in np.geomspace(lo_f, hi_f, count)]
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _UsageError(
+            f"{what} must be LO:HI:N (0 < LO < HI, N >= 2 log-spaced values) or a "
+            f"comma-separated list of numbers, got {text!r}"
+        ) from None
+    if not values:
+        raise _UsageError(f"{what} has no values: {text!r}")
+    return values
+
+
+def _tuning_setup(args: argparse.Namespace):
+    problem = _problem(args.problem, args.seed)
+    choices = optimizer_choices()
+    if args.optimizer not in choices:
+        raise _UsageError(
+            f"unknown optimizer {args.optimizer!r}; choose from: {', '.join(choices)}"
+        )
+    batch = problem.default_batch_size if args.batch_size is None else args.batch_size
+    batch = None if batch == "full" else batch
+    return problem, choices[args.optimizer], batch
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import jax
+
+    import gdopt
+
+    problem, factory, batch = _tuning_setup(args)
+    epochs = _positive_epochs(problem.default_epochs if args.epochs is None else args.epochs)
+    if args.seeds < 1:
+        raise _UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    grid = {"learning_rate": _values_spec(args.learning_rate, "--learning-rate")}
+    for item in args.hyperparam:
+        name, sep, spec = item.partition("=")
+        if not sep or not name.strip():
+            raise _UsageError(f"--hyperparam must be NAME=SPEC, got {item!r}")
+        grid[name.strip()] = _values_spec(spec, f"--hyperparam {name.strip()}")
+    optimizer = factory(grid["learning_rate"][0])
+    evaluated = problem.test is not None
+    print(
+        f"gdopt sweep: {problem.name} with {args.optimizer}, "
+        + ", ".join(f"{k} x{len(v)}" for k, v in grid.items())
+        + f", {args.seeds} seed(s), batch {'full' if batch is None else batch}, {epochs} epochs",
+        file=sys.stderr,
+    )
+    res = gdopt.sweep(
+        problem.loss_fn,
+        problem.init_params,
+        optimizer,
+        problem.train,
+        grid=grid,
+        seeds=args.seeds,
+        epochs=epochs,
+        batch_size=batch,
+        key=jax.random.PRNGKey(args.seed),
+        eval_data=problem.test,
+        accuracy_fn=problem.accuracy_fn if evaluated else None,
+    )
+    print(res.table())
+    print(
+        f"{len(res.configs)} runs in {res.wall_time:.2f} s (incl. {res.compile_time:.2f} s "
+        f"compile); best: "
+        + (
+            ", ".join(f"{k}={v:.4g}" for k, v in res.best_config.items())
+            if res.best_config
+            else "-"
+        )
+    )
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": "gdopt sweep",
+        "problem": problem.name,
+        "optimizer": args.optimizer,
+        "grid": grid,
+        "seeds": args.seeds,
+        "epochs": epochs,
+        "batch_size": batch,
+        "metric": res.metric,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "machine": _machine(),
+        "wall_time_s": res.wall_time,
+        "compile_time_s": res.compile_time,
+        "best_index": res.best_index,
+        "best_config": res.best_config,
+        "runs": [
+            {
+                "config": res.configs[i],
+                "seed": res.seeds[i],
+                "final_train_loss": float(res.final_train_loss[i]),
+                "test_loss": None if res.eval_loss is None else float(res.eval_loss[i]),
+                "test_accuracy": (
+                    None if res.eval_accuracy is None else float(res.eval_accuracy[i])
+                ),
+                "diverged": bool(res.diverged[i]),
+                "epochs_run": int(res.epochs_run[i]),
+                "train_loss": res.history.train_loss[i][res.history.epochs[i] > 0],
+            }
+            for i in range(len(res.configs))
+        ],
+    }
+    json_path = out_dir / "sweep.json"
+    _atomic_write(json_path, lambda f: json.dump(_jsonable(report), f, indent=2))
+    written = [str(json_path)]
+    if not args.no_plot:
+        png = _save_figure(
+            out_dir / "sweep.png",
+            lambda: gdopt.plot.sweep_heatmap(
+                res,
+                "learning_rate",
+                next((n for n in grid if n != "learning_rate"), "seed"),
+                title=f"gdopt sweep: {problem.name}, {args.optimizer}",
+            ),
+        )
+        if png is not None:
+            written.append(str(png))
+    print(f"wrote {', '.join(written)}")
+    return 1 if res.best_index < 0 else 0
+
+
+def _save_figure(path: Path, draw: Callable[[], Any]) -> Path | None:
+    """Draw with the Agg backend and write ``path``; ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig = draw()
+    try:
+        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), binary=True)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    import gdopt
+
+    problem, factory, batch = _tuning_setup(args)
+    init_key, shuffle_key = _keys(args.seed)
+    print(
+        f"gdopt lr-find: {problem.name} with {args.optimizer}, rates {args.start_lr:g} to "
+        f"{args.end_lr:g} over {args.num_steps} steps, batch {'full' if batch is None else batch}",
+        file=sys.stderr,
+    )
+    res = gdopt.lr_find(
+        problem.loss_fn,
+        problem.init_params(init_key),
+        factory(args.start_lr),
+        problem.train,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        num_steps=args.num_steps,
+        batch_size=batch,
+        key=shuffle_key,
+        suggestion=args.suggestion,
+    )
+    for rule in ("valley", "steep", "minimum"):
+        mark = "  <- suggestion" if rule == res.rule else ""
+        print(f"{rule:<8} {res.suggestions[rule]:.4g}{mark}")
+    print(
+        f"{len(res.learning_rates)} steps"
+        + (" (stopped: the loss blew up)" if res.stopped_early else "")
+    )
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "command": "gdopt lr-find",
+        "problem": problem.name,
+        "optimizer": args.optimizer,
+        "batch_size": batch,
+        "start_lr": args.start_lr,
+        "end_lr": args.end_lr,
+        "num_steps": args.num_steps,
+        "suggestion": res.suggestion,
+        "rule": res.rule,
+        "suggestions": res.suggestions,
+        "stopped_early": res.stopped_early,
+        "learning_rates": res.learning_rates,
+        "losses": res.losses,
+        "smoothed_losses": res.smoothed_losses,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    json_path = out_dir / "lr_find.json"
+    _atomic_write(json_path, lambda f: json.dump(_jsonable(report), f, indent=2))
+    written = [str(json_path)]
+    if not args.no_plot:
+        png = _save_figure(
+            out_dir / "lr_find.png",
+            lambda: gdopt.plot.lr_find_curve(
+                res, title=f"gdopt lr-find: {problem.name}, {args.optimizer}"
+            ),
+        )
+        if png is not None:
+            written.append(str(png))
+    print(f"wrote {', '.join(written)}")
+    return 0

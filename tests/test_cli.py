@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gdopt.cli import COMPARE_METHODS, main, optimizer_choices
@@ -156,3 +158,165 @@ def test_no_command_and_help_exit_codes(capsys):
     assert main([]) == 2
     assert main(["train", "--help"]) == 0
     assert "--learning-rate" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- gdopt sweep, gdopt lr-find
+
+
+def test_sweep_prints_the_sorted_table_and_writes_json_and_heatmap(tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = [
+        "sweep",
+        "--problem",
+        "digits-softmax",
+        "--learning-rate",
+        "1e-3:1e-1:3",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["grid"]["learning_rate"] == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert len(report["runs"]) == 6 and [r["seed"] for r in report["runs"]] == [0, 1] * 3
+    assert all(len(r["train_loss"]) == 2 and r["epochs_run"] == 2 for r in report["runs"])
+    losses = [r["test_loss"] for r in report["runs"]]
+    assert report["best_config"] == report["runs"][int(np.argmin(losses))]["config"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["rank", "learning_rate", "seed"]
+    shown = [float(line.split()[4]) for line in lines[1:7]]  # the eval loss column, sorted
+    assert shown == sorted(shown) and len(shown) == 6
+    assert (out / "sweep.png").exists() == HAVE_MPL
+
+
+def test_sweep_crosses_a_second_hyperparameter(tmp_path, capsys):
+    argv = [
+        "sweep",
+        "--problem",
+        "linear-regression",
+        "--optimizer",
+        "sgd",
+        "--learning-rate",
+        "0.01,0.1",
+        "--hyperparam",
+        "momentum=0.0,0.9",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--no-plot",
+    ]
+    # sgd's momentum is a hyperparameter only when the optimizer is built with one
+    assert main(argv) == 2
+    assert "momentum" in capsys.readouterr().err
+    argv[argv.index("sgd")] = "adam"
+    argv[argv.index("momentum=0.0,0.9")] = "b1=0.5,0.9"
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "sweep.json").read_text())
+    assert [r["config"] for r in report["runs"]] == [
+        {"learning_rate": 0.01, "b1": 0.5},
+        {"learning_rate": 0.01, "b1": 0.9},
+        {"learning_rate": 0.1, "b1": 0.5},
+        {"learning_rate": 0.1, "b1": 0.9},
+    ]
+    assert not (tmp_path / "sweep.png").exists()
+
+
+def test_lr_find_prints_suggestions_and_writes_the_curve(tmp_path, capsys):
+    argv = ["lr-find", "--problem", "digits-softmax", "--num-steps", "40", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "lr_find.json").read_text())
+    assert set(report["suggestions"]) == {"valley", "steep", "minimum"}
+    assert report["suggestion"] == report["suggestions"]["valley"]
+    assert 0 < len(report["learning_rates"]) <= 40
+    assert report["learning_rates"][0] == pytest.approx(1e-7)
+    stdout = capsys.readouterr().out
+    assert "valley" in stdout and "<- suggestion" in stdout
+    assert (tmp_path / "lr_find.png").exists() == HAVE_MPL
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sweep", "--learning-rate", "1:0.1:4"], "--learning-rate must be LO:HI:N"),
+        (["sweep", "--learning-rate", "a,b"], "--learning-rate must be LO:HI:N"),
+        (["sweep", "--seeds", "0"], "--seeds must be >= 1"),
+        (["sweep", "--hyperparam", "b1"], "--hyperparam must be NAME=SPEC"),
+        (["sweep", "--hyperparam", "lr=0.1"], r"unknown hyperparameter\(s\) \['lr'\]"),
+        (["sweep", "--learning-rate=-1,0.1"], "learning_rate must be a finite number"),
+        (["sweep", "--optimizer", "nope"], "unknown optimizer 'nope'"),
+        (["lr-find", "--start-lr", "1", "--end-lr", "0.1"], "start_lr must be < end_lr"),
+        (["lr-find", "--num-steps", "1"], "num_steps must be an integer >= 2"),
+        (["lr-find", "--suggestion", "best"], "suggestion must be one of"),
+    ],
+)
+def test_tuning_commands_bad_input(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("gdopt: error:") and len(lines) <= 2  # no traceback
+    assert re.search(message, lines[-1])
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_compare_checks_out_before_any_training(kind, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("not a directory")
+        match = "exists and is not a directory"
+    else:
+        out.mkdir()
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
+        match = "is not writable"
+    import gdopt
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(gdopt, "fit", no_training)
+    assert main(["compare", "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("gdopt: error: --out") and match in err[-1]
+
+
+def test_ctrl_c_during_train_exits_130_with_one_line():
+    import time
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gdopt",
+            "train",
+            "--problem",
+            "classification",
+            "--epochs",
+            "2000000",
+            "--batch-size",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        while "fit:" not in seen:  # the progress bar: compiled, in the training loop
+            ch = proc.stderr.read(1)
+            assert ch, seen
+            seen += ch
+        time.sleep(1.0)
+        proc.send_signal(2)  # SIGINT, as Ctrl-C sends it
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("gdopt: interrupted (Ctrl-C) after epoch ") and "printed above" in last
+    assert "stop reason:      interrupted (Ctrl-C) after epoch" in out

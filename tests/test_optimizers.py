@@ -27,7 +27,7 @@ import pytest
 
 import gdopt
 from gdopt.problems import ill_conditioned_quadratic, rosenbrock
-from tests.helpers import hard_gradient_sequence, make_params, oracle
+from tests.helpers import counting_compiles, hard_gradient_sequence, make_params, oracle
 from tests.registry import CASES, NAMES, REGISTRY, Spec, values
 
 PARABOLA_TOL = 1e-3
@@ -355,14 +355,6 @@ def test_jit_equals_eager_and_unused_extras_are_ignored(name):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7, err_msg=f"{name} step {t}")
 
 
-_COMPILES: list[str] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: (
-        _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
-    )
-)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_eager_steps_compile_nothing_after_the_first(name):
     spec = REGISTRY[name]
@@ -371,15 +363,15 @@ def test_eager_steps_compile_nothing_after_the_first(name):
     state = opt.init(x)
     counts = []
     for i in range(5):
-        before = len(_COMPILES)
-        value, grad = jax.value_and_grad(parabola)(x)
-        kw = _extras(spec, i, x, grad, parabola)
-        if "value" in kw:
-            kw["value"] = value
-        u, state = opt.update(grad, state, x, **kw)
-        x = gdopt.apply_updates(x, u)
-        jax.block_until_ready(x)
-        counts.append(len(_COMPILES) - before)
+        with counting_compiles() as c:
+            value, grad = jax.value_and_grad(parabola)(x)
+            kw = _extras(spec, i, x, grad, parabola)
+            if "value" in kw:
+                kw["value"] = value
+            u, state = opt.update(grad, state, x, **kw)
+            x = gdopt.apply_updates(x, u)
+            jax.block_until_ready(x)
+        counts.append(c.count)
     assert counts[1:] == [0, 0, 0, 0], f"{name}: compilations per eager step {counts}"
 
 
@@ -675,3 +667,277 @@ def test_inject_hyperparams_over_a_named_optimizer_follows_its_schedule_and_writ
     s.hyperparams["learning_rate"] = 0.05
     u2, _ = constant.update(g, s, x)
     np.testing.assert_allclose(np.asarray(u2), 0.5 * np.asarray(u1), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- property battery
+#
+# Random pytrees (nested dicts, lists, tuples and NamedTuples; scalars, zero-size arrays;
+# float32/bfloat16/float16 leaves, one dtype per tree or mixed) through every optimizer of the
+# registry: the structure and every dtype are kept (state included, over two steps), an update
+# is deterministic and ``jit`` equals eager. Random invalid inputs (hyperparameters,
+# apply_updates arguments, states of another optimizer) raise ValueError/TypeError naming the
+# problem. ``BAD_INPUTS`` collects the distinct bad inputs tried (set GDOPT_COUNT_BAD_INPUTS to
+# a file to have their number written there).
+
+import os  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+import hypothesis  # noqa: E402
+import hypothesis.strategies as st  # noqa: E402
+
+
+class _Pair(NamedTuple):
+    first: Any
+    second: Any
+
+
+_LEAF_DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16]
+_LEAF_SHAPES = st.sampled_from([(), (0,), (1,), (3,), (2, 3), (2, 0)])
+
+
+@st.composite
+def _pytrees(draw, max_leaves: int = 5):
+    """A random nested container of 1 to ``max_leaves`` float arrays and its leaves' seed."""
+    mixed = draw(st.booleans())
+    dtype = draw(st.sampled_from(_LEAF_DTYPES))
+    count = [0]
+
+    def leaf():
+        count[0] += 1
+        d = draw(st.sampled_from(_LEAF_DTYPES)) if mixed else dtype
+        shape = draw(_LEAF_SHAPES)
+        return jax.ShapeDtypeStruct(shape, d)
+
+    def node(depth: int):
+        if depth >= 2 or count[0] >= max_leaves or draw(st.integers(0, 2)) == 0:
+            return leaf()
+        kind = draw(st.sampled_from(["dict", "list", "tuple", "namedtuple"]))
+        width = draw(st.integers(1, 3))
+        children = [node(depth + 1) for _ in range(width)]
+        if kind == "dict":
+            return {f"k{i}": c for i, c in enumerate(children)}
+        if kind == "list":
+            return children
+        if kind == "tuple":
+            return tuple(children)
+        return _Pair(children[0], children[-1])
+
+    shapes = node(0)
+    return shapes, draw(st.integers(0, 2**16))
+
+
+def _materialise(shapes: Any, seed: int) -> Any:
+    leaves, treedef = jax.tree.flatten(shapes)
+    keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
+    arrays = [
+        (0.5 + jax.random.normal(k, s.shape, jnp.float32)).astype(s.dtype)
+        for k, s in zip(keys, leaves, strict=False)
+    ]
+    return jax.tree.unflatten(treedef, arrays)
+
+
+def _battery_objective(p: Any) -> jax.Array:
+    """:func:`objective` with every leaf's term in float32 (mixed-dtype trees)."""
+    leaves = jax.tree.leaves(p)
+    terms = [
+        jnp.sum((0.5 + i) * x.astype(jnp.float32) ** 2 + 0.1 * x.astype(jnp.float32) ** 4)
+        for i, x in enumerate(leaves)
+    ]
+    return sum(terms, jnp.zeros((), jnp.float32))
+
+
+def _battery_step(spec: Spec, opt, params, state, i: int):
+    grads = jax.grad(_battery_objective)(params)
+    kw = _extras(spec, i, params, grads, _battery_objective)
+    updates, state = opt.update(grads, state, params, **kw)
+    return gdopt.apply_updates(params, updates), updates, state
+
+
+def _assert_same_avals(name: str, what: str, a: Any, b: Any) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b), f"{name}: {what} structure changed"
+    fa = jax.tree_util.tree_flatten_with_path(a)[0]
+    for (path, x), y in zip(fa, jax.tree.leaves(b), strict=True):
+        where = jax.tree_util.keystr(path)
+        assert (jnp.result_type(x), np.shape(x)) == (jnp.result_type(y), np.shape(y)), (
+            f"{name}: {what}{where} {jnp.result_type(x)}{np.shape(x)} became "
+            f"{jnp.result_type(y)}{np.shape(y)}"
+        )
+
+
+@pytest.mark.parametrize("name", NAMES)
+@hypothesis.settings(max_examples=3, deadline=None, derandomize=True, database=None)
+@hypothesis.given(tree=_pytrees())
+def test_random_pytrees_keep_structure_and_dtypes(name, tree):
+    """Two steps traced abstractly (no compile): params, updates and state keep their
+    structure, shapes and dtypes."""
+    spec = REGISTRY[name]
+    shapes, _ = tree
+    opt = spec.make()
+
+    def two_steps(params):
+        state0 = opt.init(params)
+        p1, u1, s1 = _battery_step(spec, opt, params, state0, 0)
+        p2, u2, s2 = _battery_step(spec, opt, p1, s1, 1)
+        return state0, (p1, u1, s1), (p2, u2, s2)
+
+    state0, (p1, u1, s1), (p2, u2, s2) = jax.eval_shape(two_steps, shapes)
+    _assert_same_avals(name, "params", shapes, p1)
+    _assert_same_avals(name, "params", shapes, p2)
+    _assert_same_avals(name, "updates", shapes, u2)
+    _assert_same_avals(name, "state", state0, s1)
+    _assert_same_avals(name, "state", state0, s2)
+
+
+@hypothesis.settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@hypothesis.given(name=st.sampled_from(NAMES), tree=_pytrees(max_leaves=3))
+def test_random_pytrees_deterministic_and_jit_equals_eager(name, tree):
+    """One step: computed twice eagerly, bit-identical; under ``jit``, equal to eager."""
+    spec = REGISTRY[name]
+    params = _materialise(*tree)
+    opt = spec.make()
+    state = opt.init(params)
+    eager = _battery_step(spec, opt, params, state, 0)
+    again = _battery_step(spec, opt, params, opt.init(params), 0)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    if spec.extras:  # value_fn/obj_fn are Python callables: compare under one jit instead
+        jitted = jax.jit(lambda p: _battery_step(spec, opt, p, opt.init(p), 0))(params)
+    else:
+        jitted = jax.jit(lambda p, s: _battery_step(spec, opt, p, s, 0))(params, opt.init(params))
+    low = any(x.dtype != jnp.float32 for x in jax.tree.leaves(params))  # bf16/f16 inputs
+    tol = 2e-2 if low else 1e-5
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_allclose(
+            np.asarray(a, np.float32),
+            np.asarray(b, np.float32),
+            rtol=tol,
+            atol=tol,
+            err_msg=name,
+        )
+
+
+BAD_INPUTS: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _count_bad_inputs():
+    yield
+    target = os.environ.get("GDOPT_COUNT_BAD_INPUTS")
+    if target:
+        with open(target, "a") as f:
+            f.write(f"tests/test_optimizers.py {len(BAD_INPUTS)}\n")
+
+
+_BAD_NUMBERS = st.sampled_from(
+    [float("nan"), float("inf"), -float("inf"), -1.0, -1e-3, 2.5, "0.1", None, {"a": 1}, b"1"]
+)
+
+
+def _numeric_hyperparams(spec: Spec) -> list[str]:
+    params = inspect.signature(spec.factory).parameters
+    return [
+        k
+        for k, p in params.items()
+        if isinstance(p.default, (int, float))
+        and not isinstance(p.default, bool)
+        or k == spec.learning_rate
+    ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@hypothesis.settings(max_examples=6, deadline=None, derandomize=True, database=None)
+@hypothesis.given(data=st.data())
+def test_random_bad_hyperparameters_raise_naming_the_argument(name, data):
+    """A hyperparameter given a non-number, nan or inf, or (where the constraint says so) a
+    value outside its range, raises ValueError/TypeError naming the argument. A value the
+    constructor accepts must give finite updates on a parabola (never a silent nan)."""
+    spec = REGISTRY[name]
+    candidates = _numeric_hyperparams(spec)
+    hypothesis.assume(candidates)
+    arg = data.draw(st.sampled_from(candidates))
+    value = data.draw(_BAD_NUMBERS)
+    if value is None:  # None is a valid choice of an argument whose default is None
+        hypothesis.assume(inspect.signature(spec.factory).parameters[arg].default is not None)
+    BAD_INPUTS.add(f"{name}({arg}={value!r})")
+    try:
+        opt = spec.make(**{arg: value})
+    except (ValueError, TypeError) as e:
+        assert arg in str(e), f"{name}: the message does not name {arg}: {e}"
+        return
+    # accepted: it must be a number in range for this argument
+    assert isinstance(value, float) and np.isfinite(value), f"{name} accepted {arg}={value!r}"
+    x = jnp.full(spec.shape, 0.5)
+    updates, _, _ = _one_step(spec, opt, x)
+    assert bool(jnp.all(jnp.isfinite(updates))), f"{name}({arg}={value}) gave non-finite updates"
+
+
+@hypothesis.settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@hypothesis.given(
+    tree=_pytrees(max_leaves=4),
+    how=st.sampled_from(["shape", "drop", "extra", "int_param", "int_update", "container"]),
+    data=st.data(),
+)
+def test_random_bad_apply_updates_raise_naming_the_key_path(tree, how, data):
+    shapes, seed = tree
+    params = _materialise(shapes, seed)
+    leaves, treedef = jax.tree.flatten(params)
+    i = data.draw(st.integers(0, len(leaves) - 1))
+    updates = list(jax.tree.map(jnp.zeros_like, leaves))
+    if how == "shape":
+        updates[i] = jnp.zeros((*leaves[i].shape, 2), leaves[i].dtype)
+        exc, match = ValueError, r"updates.* has shape .* but params.* has shape"
+    elif how == "int_param":
+        leaves = list(leaves)
+        leaves[i] = jnp.zeros(leaves[i].shape, jnp.int32)
+        exc, match = TypeError, r"params.* has dtype int32"
+    elif how == "int_update":
+        updates[i] = jnp.zeros(leaves[i].shape, jnp.int32)
+        exc, match = TypeError, r"updates.* has dtype int32"
+    elif how == "drop":
+        updates = updates[:-1] + [] if len(updates) > 1 else []
+        exc, match = ValueError, r"differ|structure"
+    elif how == "extra":
+        updates = updates + [jnp.zeros(())]
+        exc, match = ValueError, r"differ|structure"
+    else:
+        exc, match = ValueError, r"differ|structure"
+    p = jax.tree.unflatten(treedef, leaves)
+    if how in ("drop", "extra"):
+        u: Any = updates  # a flat list: another structure
+        hypothesis.assume(jax.tree.structure(u) != treedef)
+    elif how == "container":
+        u = {"other": updates}
+    else:
+        u = jax.tree.unflatten(treedef, updates)
+    BAD_INPUTS.add(f"apply_updates:{how}:{jax.tree.structure(p)}:{jax.tree.map(np.shape, u)}")
+    with pytest.raises(exc, match=match):
+        gdopt.apply_updates(p, u)
+
+
+@hypothesis.settings(max_examples=20, deadline=None, derandomize=True, database=None)
+@hypothesis.given(name=st.sampled_from(NAMES), other=st.sampled_from(NAMES), tree=_pytrees(3))
+def test_a_state_of_another_optimizer_is_refused_by_make_step(name, other, tree):
+    """``make_step`` refuses a state whose structure differs from its optimizer's, naming
+    the optimizer and the first differing key path (never a raw KeyError/IndexError)."""
+    spec, spec_other = REGISTRY[name], REGISTRY[other]
+    params = _materialise(*tree)
+    opt, foreign = spec.make(), spec_other.make()
+    expected = jax.eval_shape(opt.init, params)
+    state = foreign.init(params)
+    hypothesis.assume(jax.tree.structure(state) != jax.tree.structure(expected))
+    BAD_INPUTS.add(f"make_step:{name}<-{other}:{jax.tree.structure(params)}")
+    step = gdopt.make_step(lambda p, b: _battery_objective(p), opt, jit=False)
+    with pytest.raises((ValueError, TypeError)) as info:
+        step(
+            params,
+            state,
+            None,
+            **{
+                k: v
+                for k, v in _extras(spec, 0, params, params).items()
+                if k in ("value", "obj_fn")
+            },
+        )
+    message = str(info.value)
+    assert "opt_state" in message and "differ" in message, message

@@ -3,7 +3,7 @@
 * :mod:`~gdopt.engine.step`: :func:`make_step`, one ``jax.jit``-compiled pure step
   ``step(params, opt_state, batch) -> (params, opt_state, loss)`` for loops you write yourself;
 * :mod:`~gdopt.engine.core`: the pure, compiled core (:func:`make_train_fn`, :class:`FitState`,
-  :class:`History`): epochs as one ``lax.scan`` over a training-state pytree, so it can be
+  :class:`History`): epochs in one compiled loop over a training-state pytree, so it can be
   jitted, vmapped (sweeps) and sharded;
 * :mod:`~gdopt.engine.fit`: :func:`fit`, the host loop around the core, and :class:`FitResult`.
 

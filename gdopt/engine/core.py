@@ -1,4 +1,4 @@
-"""The pure, compiled core of training: the training state and epochs as one ``lax.scan``.
+"""The pure, compiled core of training: the training state and its epochs in one compiled loop.
 
 :func:`make_train_fn` returns ``train(state, data, key, eval_data, stop_epoch)``, a pure
 function of one training-state pytree (:class:`FitState`) and the data. It holds no Python
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gdopt import _numerics as num
+from gdopt._validation import check_int
 from gdopt.base import GradientTransformation, apply_updates
 from gdopt.batching import epoch_batches
 from gdopt.engine._checks import check_epochs, check_tol
@@ -44,6 +45,13 @@ class FitState(NamedTuple):
       converged: bool, the ``tol`` stopping rule fired.
       prev_loss: float32, the mean train loss of the latest epoch (NaN before the first).
       streak: int32, consecutive epochs whose relative loss change was below ``tol``.
+      skipped: int32, steps skipped because their loss or gradient was not finite (only
+        with ``max_skips > 0``).
+      skip_streak: int32, consecutive skipped steps at the end of the latest epoch.
+      diverged_what: int32, what diverged first: 0 nothing, 1 the loss, 2 the gradient
+        (finite loss), 3 the parameters (checked at the end of the epoch).
+      diverged_index: int32, the 0-based index, within its epoch, of the step that stopped
+        training (0 if none).
     """
 
     params: Any
@@ -57,6 +65,14 @@ class FitState(NamedTuple):
     converged: jax.Array
     prev_loss: jax.Array
     streak: jax.Array
+    skipped: jax.Array
+    skip_streak: jax.Array
+    diverged_what: jax.Array
+    diverged_index: jax.Array
+
+
+DIVERGED_WHAT = ("", "loss", "gradient", "parameters")
+"""The values of :attr:`FitState.diverged_what`, by index."""
 
 
 def init_fit_state(params: Any, opt_state: Any) -> FitState:
@@ -83,6 +99,10 @@ def init_fit_state(params: Any, opt_state: Any) -> FitState:
         converged=jnp.zeros((), bool),
         prev_loss=jnp.full((), jnp.nan, jnp.float32),
         streak=zero(),
+        skipped=zero(),
+        skip_streak=zero(),
+        diverged_what=zero(),
+        diverged_index=zero(),
     )
 
 
@@ -119,8 +139,9 @@ def make_train_fn(
     patience: int = 1,
     shuffle: bool = True,
     pack: bool | Layout = False,
+    max_skips: int = 0,
 ) -> Callable[..., tuple[FitState, History]]:
-    """The pure, compilable core of :func:`~gdopt.fit`: ``n_epochs`` epochs as one ``lax.scan``.
+    """The pure, compilable core of :func:`~gdopt.fit`: up to ``n_epochs`` epochs in one call.
 
     Returns ``train(state, data, key, eval_data=None, stop_epoch=None) -> (state, history)``.
     Each epoch draws its batches with :func:`gdopt.batching.epoch_batches` using the key
@@ -130,18 +151,23 @@ def make_train_fn(
     loss on the same batch as a function of the params, for line searches) and
     ``apply_updates``.
 
-    Divergence: a step whose loss is not finite is not applied (the update runs inside a
-    ``lax.cond`` on that scalar), ``state.diverged`` is raised with the epoch and step, and
-    nothing changes afterwards. The parameters themselves are checked once per epoch, at its
-    end: if they are not all finite (an update overflowed, or the loss hid it), the
-    parameters and optimizer state of the start of that epoch are restored
+    Divergence: a step whose loss or gradient is not finite is not applied (the update runs
+    inside a ``lax.cond`` on one scalar), ``state.diverged`` is raised with the epoch, the
+    step and what was not finite (``state.diverged_what``), and nothing changes afterwards.
+    With ``max_skips = k > 0`` such a step is skipped instead (counted in ``state.skipped``)
+    and training stops only at the ``(k + 1)``-th bad step in a row. The parameters
+    themselves are checked once per epoch, at its end: if they are not all finite (an update
+    overflowed), the parameters and optimizer state of the start of that epoch are restored
     (``state.restored``). So the state that comes out is always finite, and per step only a
-    scalar is tested; the price is one copy of the parameters and optimizer state per epoch.
+    loss and a gradient reduction are tested; the price is one copy of the parameters and
+    optimizer state per epoch.
 
     With ``tol``, ``state.converged`` is raised after ``patience`` consecutive epochs with
     ``|L_e - L_{e-1}| / max(|L_{e-1}|, tiny) < tol`` (``L`` the epoch's mean train loss).
-    Epochs after stopping, or with index ``>= stop_epoch``, are skipped (``lax.cond``) and
-    recorded with ``epochs == 0``.
+    The epochs run in a ``lax.while_loop`` of at most ``n_epochs`` iterations that ends at
+    stopping or when ``state.epoch`` reaches ``stop_epoch`` (a dynamic argument: one program
+    serves calls of any length up to ``n_epochs``); the history entries of epochs not run
+    are recorded with ``epochs == 0``.
 
     The function holds no Python state: wrap it in ``jax.jit`` (donate ``state``), or
     ``jax.vmap`` it, e.g. over learning rates of a named optimizer through its state::
@@ -166,6 +192,10 @@ def make_train_fn(
         ``state.opt_state`` the state of ``packed_optimizer(optimizer)``; ``loss_fn`` and
         ``accuracy_fn`` receive the unpacked pytree. A :class:`~gdopt.packing.Layout` may be
         given instead. :func:`~gdopt.fit` decides this for you.
+      max_skips: consecutive non-finite steps to skip before stopping (0: stop at the first).
+
+    ``data=None`` runs a deterministic objective: one step per epoch with ``batch=None``
+    (``loss_fn(params, None)``).
 
     Returns:
       ``train(state, data, key, eval_data=None, stop_epoch=None)`` returning the new
@@ -183,6 +213,7 @@ def make_train_fn(
     """
     n_epochs = check_epochs("n_epochs", n_epochs)
     patience = check_epochs("patience", patience)
+    max_skips = check_int("max_skips", max_skips, 0)
     check_tol(tol)
     layout = pack if isinstance(pack, Layout) else (PACKED if pack else TREE)
     grad_fn = layout.value_and_grad(loss_fn)
@@ -192,12 +223,14 @@ def make_train_fn(
     tiny = float(jnp.finfo(jnp.float32).tiny)
     nan = jnp.full((), jnp.nan, jnp.float32)
 
-    def step(carry: tuple, batch: Any) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
+    def step(carry: tuple, batch: Any) -> tuple[tuple, tuple[jax.Array, ...]]:
         # the carry holds only what changes per step; counters are derived after the scan
         # (each scalar operation is a kernel launch on CPU, as long as a tiny model's step)
-        params, opt_state, stopped = carry
+        params, opt_state, stopped, streak = carry
         loss, grads = grad_fn(params, batch)
-        ok = jnp.isfinite(loss) & ~stopped  # once a loss is not finite, nothing changes
+        loss_ok = jnp.isfinite(loss)
+        finite = loss_ok & layout.all_finite(grads)
+        ok = finite & ~stopped  # once training stopped, nothing changes
 
         def apply(params, opt_state, grads, loss):
             updates, opt_state = optimizer.update(
@@ -213,7 +246,20 @@ def make_train_fn(
         params, opt_state = lax.cond(
             ok, apply, lambda p, s, g, v: (p, s), params, opt_state, grads, loss
         )
-        return (params, opt_state, ~ok), (loss.astype(jnp.float32), ok)
+        bad = ~finite & ~stopped
+        if max_skips == 0:  # the default: the first bad step stops training
+            stop = bad
+        else:
+            streak = jnp.where(bad, streak + 1, jnp.where(ok, 0, streak)).astype(jnp.int32)
+            stop = bad & (streak > max_skips)
+        # what stopped it: 1 the loss, 2 the gradient (0 when the step did not stop it)
+        what = jnp.where(stop, jnp.where(loss_ok, 2, 1), 0).astype(jnp.int32)
+        return (params, opt_state, stopped | stop, streak), (
+            loss.astype(jnp.float32),
+            ok,
+            bad & ~stop,
+            what,
+        )
 
     def evaluate(params: Any, eval_data: Any) -> tuple[jax.Array, jax.Array]:
         if eval_data is None:
@@ -224,25 +270,37 @@ def make_train_fn(
         return eval_loss, jnp.asarray(carried_accuracy(params, eval_data), jnp.float32)
 
     def run_epoch(s: FitState, data: Any, key: jax.Array, eval_data: Any):
-        batches = epoch_batches(jax.random.fold_in(key, s.epoch), data, batch_size, shuffle=shuffle)
-        (params, opt_state, _), (losses, oks) = lax.scan(
-            step, (s.params, s.opt_state, s.diverged), batches
-        )
+        carry = (s.params, s.opt_state, s.diverged, s.skip_streak)
+        if data is None:  # a deterministic objective: one full step per epoch
+            carry, (losses, oks, skips, whats) = lax.scan(step, carry, None, length=1)
+        else:
+            batches = epoch_batches(
+                jax.random.fold_in(key, s.epoch), data, batch_size, shuffle=shuffle
+            )
+            carry, (losses, oks, skips, whats) = lax.scan(step, carry, batches)
+        params, opt_state, _, skip_streak = carry
         count = jnp.sum(oks, dtype=jnp.int32)
-        first_bad = ~jnp.all(oks)  # the steps before the first bad one are all ok
+        stopped = jnp.any(whats > 0)
+        stop_index = jnp.argmax(whats > 0).astype(jnp.int32)
         # the parameters, once per epoch: restore the epoch's start if they are not finite
         bad = ~layout.all_finite(params)
         params, opt_state, steps = tree_where(
             bad, (s.params, s.opt_state, s.step), (params, opt_state, s.step + count)
         )
+        newly = stopped | bad
+        what = jnp.where(stopped, jnp.max(whats), 3).astype(jnp.int32)
         s = s._replace(
             params=params,
             opt_state=opt_state,
             step=steps,
             restored=s.restored | bad,
-            diverged=s.diverged | first_bad | bad,
-            diverged_epoch=jnp.where(first_bad | bad, s.epoch + 1, s.diverged_epoch),
-            diverged_step=jnp.where(first_bad, s.step + count + 1, s.diverged_step),
+            diverged=s.diverged | newly,
+            diverged_epoch=jnp.where(newly, s.epoch + 1, s.diverged_epoch),
+            diverged_step=jnp.where(stopped, s.step + count + 1, s.diverged_step),
+            diverged_what=jnp.where(newly, what, s.diverged_what),
+            diverged_index=jnp.where(stopped, stop_index, s.diverged_index),
+            skipped=s.skipped + jnp.sum(skips, dtype=jnp.int32),
+            skip_streak=skip_streak,
         )
         losses = jnp.where(oks, losses, 0.0)
         train_loss = jnp.where(count > 0, num.div(jnp.sum(losses), jnp.maximum(count, 1)), nan)
@@ -271,17 +329,30 @@ def make_train_fn(
         stop_epoch: jax.Array | int | None = None,
     ) -> tuple[FitState, History]:
         limit = jnp.iinfo(jnp.int32).max if stop_epoch is None else stop_epoch
-        skipped = History(nan, nan, nan, jnp.zeros((), jnp.int32))
+        # a while loop, not a scan over n_epochs: epochs after stopping or past stop_epoch
+        # cost nothing (fit sizes its calls with stop_epoch); their history entries stay
+        # epochs == 0 with NaN metrics
+        history = History(
+            jnp.full((n_epochs,), jnp.nan, jnp.float32),
+            jnp.full((n_epochs,), jnp.nan, jnp.float32),
+            jnp.full((n_epochs,), jnp.nan, jnp.float32),
+            jnp.zeros((n_epochs,), jnp.int32),
+        )
 
-        def epoch_body(s: FitState, _: Any) -> tuple[FitState, History]:
-            active = ~(s.diverged | s.converged) & jnp.less(*num.promote(s.epoch, limit))
-            return lax.cond(
-                active,
-                lambda s: run_epoch(s, data, key, eval_data),
-                lambda s: (s, skipped),
-                s,
-            )
+        def active(carry: tuple[jax.Array, FitState, History]) -> jax.Array:
+            i, s, _ = carry
+            running = ~(s.diverged | s.converged) & jnp.less(*num.promote(s.epoch, limit))
+            return (i < n_epochs) & running
 
-        return lax.scan(epoch_body, state, None, length=n_epochs)
+        def epoch_body(carry: tuple[jax.Array, FitState, History]):
+            i, s, hist = carry
+            s, h = run_epoch(s, data, key, eval_data)
+            hist = History(*(buf.at[i].set(v) for buf, v in zip(hist, h, strict=True)))
+            return i + 1, s, hist
+
+        _, state, history = lax.while_loop(
+            active, epoch_body, (jnp.zeros((), jnp.int32), state, history)
+        )
+        return state, history
 
     return train

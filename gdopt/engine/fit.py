@@ -1,30 +1,37 @@
 """``fit``: train for a number of epochs, compiled, with a thin host loop around the core.
 
-The parts, in the order a call runs them: argument checks, the layout (packed or not,
-:func:`gdopt.packing.layout_for`), the set-up of the training state, the compiled programs
-(reused across calls, :mod:`gdopt.engine._compile`), the host loop (progress, stopping) and
-the :class:`FitResult`.
+The parts, in the order a call runs them: argument checks (:mod:`gdopt.engine._checks`:
+data, labels, loss, schedules, key, state, checkpoint directory), the layout (packed or not,
+:func:`gdopt.packing.layout_for`), the set-up of the training state (fresh, from a
+:class:`FitResult` or from the latest checkpoint), the compiled programs (reused across
+calls, :mod:`gdopt._compile`), the host loop (calls sized by time; progress,
+checkpoints, Ctrl-C, stopping) and the :class:`FitResult`.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gdopt._validation import check_int
+from gdopt import _compile
+from gdopt._validation import check_int, check_key
 from gdopt.base import GradientTransformation
-from gdopt.batching import check_batch_size, dataset_size
-from gdopt.engine import _compile
+from gdopt.batching import check_batch_size, dataset_size, epoch_batches
+from gdopt.engine import _checks
 from gdopt.engine._checks import check_epochs, check_on_divergence, check_tol
-from gdopt.engine.core import FitState, History, init_fit_state, make_train_fn
+from gdopt.engine.core import DIVERGED_WHAT, FitState, History, init_fit_state, make_train_fn
 from gdopt.packing import Layout, layout_for
-from gdopt.tree import check_float_leaves
+from gdopt.tree import check_float_leaves, tree_leaves_with_path
 
 __all__ = ["FitResult", "fit"]
 
@@ -34,8 +41,9 @@ class FitResult(NamedTuple):
 
     Attributes:
       params: the trained parameters (the last finite ones if training diverged).
-      opt_state: the optimizer state that goes with them; to continue training pass it
-        back with a new ``key`` (the epoch count, which seeds the shuffles, restarts at 0).
+      opt_state: the optimizer state that goes with them. To continue the run exactly (the
+        epoch and step counters, the key and the history carried on), pass the whole result
+        back: ``fit(..., resume_from=result, epochs=more)``.
       history: a :class:`~gdopt.History` of NumPy arrays, one entry per epoch run.
       converged: the ``tol`` stopping rule fired.
       diverged: a step produced nan/inf and training stopped.
@@ -46,6 +54,11 @@ class FitResult(NamedTuple):
       compile_time: seconds spent compiling (0 when every program came from the cache of an
         earlier call); ``wall_time - compile_time`` is the time spent training.
       packed: whether the parameters and optimizer state ran packed (one buffer per dtype).
+      interrupted: training was stopped by Ctrl-C (``SIGINT``) between two compiled calls.
+      skipped_steps: steps skipped with ``on_divergence="skip"``.
+      state: the whole training state at the end (a :class:`~gdopt.FitState` holding
+        ``params``, ``opt_state``, the counters and flags), what ``resume_from`` continues.
+      key: the PRNG key of the run (seeds the shuffles with the epoch counter).
     """
 
     params: Any
@@ -59,6 +72,10 @@ class FitResult(NamedTuple):
     wall_time: float
     compile_time: float
     packed: bool = False
+    interrupted: bool = False
+    skipped_steps: int = 0
+    state: Any = None
+    key: Any = None
 
 
 def _fresh_copy(tree: Any) -> Any:
@@ -75,53 +92,168 @@ def _setup(layout: Layout, optimizer: GradientTransformation) -> Callable[..., F
     return jax.jit(setup)
 
 
-def _stop_reason(state: FitState, diverged: bool, converged: bool, tol, patience) -> str:
+def _stop_reason(
+    state: FitState, diverged: bool, converged: bool, tol, patience, bad_path: str | None
+) -> str:
     epochs_run, steps_run = int(state.epoch), int(state.step)
     if diverged:
         where = f"epoch {int(state.diverged_epoch)}"
         if int(state.diverged_step):
             where += f" (step {int(state.diverged_step)})"
-        if bool(state.restored):
-            what = (
-                "the parameters became nan/inf; params are those of the start of that epoch "
-                f"(after {steps_run} steps)"
-            )
-            if int(state.diverged_step):
-                what = "loss became nan/inf and " + what
+        what = DIVERGED_WHAT[int(state.diverged_what)]
+        if what == "gradient":
+            first = "the gradient" + (f" of params{bad_path}" if bad_path else "")
+            first += " became nan/inf (the loss was finite)"
+        elif what == "loss":
+            first = "the loss became nan/inf"
         else:
-            what = "loss became nan/inf; params are the last finite ones"
-        return f"diverged at {where}: {what}; try a smaller learning_rate"
+            first = "the parameters became nan/inf after an update (loss and gradient finite)"
+        if bool(state.restored):
+            rest = (
+                f"params are those of the start of that epoch (after {steps_run} steps)"
+                if what == "parameters"
+                else "the parameters became nan/inf too; params are those of the start of "
+                f"that epoch (after {steps_run} steps)"
+            )
+        else:
+            rest = "params are the last finite ones"
+        skipped = int(state.skipped)
+        extra = f" ({skipped} non-finite steps skipped before)" if skipped else ""
+        return f"diverged at {where}: {first}{extra}; {rest}; try a smaller learning_rate"
     if converged:
         return (
             f"converged at epoch {epochs_run}: the relative change of the train loss stayed "
             f"below tol={tol:g} for {patience} consecutive epoch(s)"
         )
-    return f"completed {epochs_run} epochs"
+    skipped = int(state.skipped)
+    done = f"completed {epochs_run} epochs"
+    return done + (f" ({skipped} non-finite steps skipped)" if skipped else "")
 
 
-def _history(chunks: list[History], evaluated: bool, accuracy: bool) -> History:
-    train_loss, eval_loss, eval_acc, ep = (
-        np.concatenate([getattr(h, f) for h in chunks]) for f in History._fields
-    )
-    ran = ep > 0
+def _raw(chunks: list[History]) -> History:
+    """The epochs that ran, every field one entry per epoch (NaN where not measured)."""
+    if not chunks:
+        empty = np.zeros((0,), np.float32)
+        return History(empty, empty, empty, np.zeros((0,), np.int32))
+    fields = [np.concatenate([np.asarray(getattr(h, f)) for h in chunks]) for f in History._fields]
+    ran = fields[3] > 0
+    return History(fields[0][ran], fields[1][ran], fields[2][ran], fields[3][ran].astype(np.int32))
+
+
+def _history(raw: History, evaluated: bool, accuracy: bool) -> History:
     empty = np.zeros((0,), np.float32)
     return History(
-        train_loss=train_loss[ran],
-        eval_loss=eval_loss[ran] if evaluated else empty,
-        eval_accuracy=eval_acc[ran] if (evaluated and accuracy) else empty,
-        epochs=ep[ran].astype(np.int64),
+        train_loss=raw.train_loss,
+        eval_loss=raw.eval_loss if evaluated else empty,
+        eval_accuracy=raw.eval_accuracy if (evaluated and accuracy) else empty,
+        epochs=raw.epochs.astype(np.int64),
     )
+
+
+def _raw_of(history: History, epochs: int) -> History:
+    """A result's history back in the raw form (every field of length ``epochs``)."""
+
+    def full(x: Any) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        return x if x.shape == (epochs,) else np.full((epochs,), np.nan, np.float32)
+
+    return History(
+        full(history.train_loss),
+        full(history.eval_loss),
+        full(history.eval_accuracy),
+        np.asarray(history.epochs, np.int32).reshape(epochs),
+    )
+
+
+_COUNTERS = tuple(f for f in FitState._fields if f not in ("params", "opt_state"))
+
+MAX_CHUNK = 8192
+"""The most epochs one compiled call of :func:`fit` may run (its scan length)."""
+
+CHUNK_SECONDS = (0.2, 0.5)
+"""The duration :func:`fit` aims each compiled call at, so the host regains control (Ctrl-C,
+checkpoints, progress) that often."""
+
+
+def _checkpoint_tree(state: FitState, key: jax.Array, raw: History) -> dict[str, Any]:
+    return {
+        "state": state,
+        "key": _checks.key_data(key),
+        "history": {f: np.asarray(getattr(raw, f)) for f in History._fields},
+    }
+
+
+def _checkpoint_like(params: Any, opt_state: Any, key: jax.Array, epochs: int) -> dict[str, Any]:
+    def shaped(x: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
+
+    state = jax.tree.map(shaped, init_fit_state(params, opt_state))
+    history = {f: jax.ShapeDtypeStruct((epochs,), np.float32) for f in History._fields[:3]}
+    history["epochs"] = jax.ShapeDtypeStruct((epochs,), np.int32)
+    return {"state": state, "key": shaped(_checks.key_data(key)), "history": history}
+
+
+class _Interrupt:
+    """Ctrl-C while installed sets :attr:`hit` (the running compiled call then finishes and
+    the host loop stops); a second Ctrl-C raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _first_bad_gradient(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    data: Any,
+    key: jax.Array,
+    state: FitState,
+    batch_size: int | None,
+) -> str | None:
+    """The key path of the first non-finite gradient leaf at the step that stopped training
+    (recomputed on the host, only after a divergence)."""
+    try:
+        if data is None:
+            grads = jax.grad(loss_fn)(params)
+        else:
+            epoch = int(state.diverged_epoch) - 1
+            batches = epoch_batches(jax.random.fold_in(key, epoch), data, batch_size)
+            index = int(state.diverged_index)
+            batch = jax.tree.map(lambda b: b[index], batches)
+            grads = jax.grad(loss_fn)(params, batch)
+    except Exception:  # a diagnosis only: never hide the divergence behind another error
+        return None
+    for path, g in tree_leaves_with_path(grads):
+        if not bool(jnp.all(jnp.isfinite(g))):
+            return "" if path == "<root>" else path
+    return None
 
 
 def fit(
-    loss_fn: Callable[[Any, Any], jax.Array],
+    loss_fn: Callable[..., jax.Array],
     params: Any,
     optimizer: GradientTransformation,
-    data: Any,
+    data: Any = None,
     *,
     epochs: int,
     batch_size: int | None = None,
-    key: jax.Array | None = None,
+    key: jax.Array | int | None = None,
     eval_data: Any = None,
     accuracy_fn: Callable[[Any, Any], jax.Array] | None = None,
     tol: float | None = None,
@@ -130,16 +262,25 @@ def fit(
     epochs_per_call: int | None = None,
     progress: bool = False,
     on_divergence: str = "stop",
+    max_skips: int = 10,
     pack: bool | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    resume_from: FitResult | None = None,
+    mesh: Any = None,
+    data_axis: str = "data",
+    shard_opt_state: bool = False,
 ) -> FitResult:
     """Train ``params`` to minimise ``loss_fn`` over ``data`` with compiled epochs.
 
     The epochs run inside one compiled function (:func:`~gdopt.make_train_fn`, its carry
     donated): each epoch reshuffles ``data`` on the device and scans over its batches, so
-    there is no Python call and no host synchronisation per step. The host calls it
-    ``epochs_per_call`` epochs at a time; between calls it updates the progress bar
-    (``tqdm``) and checks whether training stopped. The caller's ``params``/``opt_state`` are
-    copied first, never donated.
+    there is no Python call and no host synchronisation per step. The host calls it a chunk
+    of epochs at a time, sized (by default) so that each call takes 0.2 to 0.5 s (the same
+    program serves every size: the chunk is a dynamic argument); between calls it updates
+    the progress bar (``tqdm``), saves checkpoints, notices Ctrl-C and checks whether training
+    stopped. The caller's ``params``/``opt_state`` are copied first, never donated.
 
     Compiled programs are reused: a later call with the same ``loss_fn`` (and
     ``accuracy_fn``) object, an optimizer of the same structure (the same factory and static
@@ -147,16 +288,40 @@ def fit(
     same shapes and dtypes compiles nothing (``compile_time`` is then 0). Like ``jax.jit``,
     this trusts the identity of ``loss_fn``: define it once, not in a loop.
 
+    Checked before anything is compiled: ``data`` and ``eval_data`` hold no NaN/inf (the
+    array and the first bad index are named); the loss returns a scalar (a vector or a
+    ``(loss, aux)`` pair is refused, naming ``has_aux``); integer labels are within the
+    model's classes when the loss checks them (``loss_fn`` is traced once, without
+    computing, with the labels' extreme values); the optimizer's schedules are finite and
+    non-negative on every step the run will take; ``opt_state`` is a state of this
+    optimizer for these params; the checkpoint directory is writable.
+
     Stopping:
 
-    - divergence: a step whose loss is nan/inf is not applied and training stops;
-      ``on_divergence="stop"`` returns the parameters it was computed at with
-      ``diverged=True``, ``"raise"`` raises ``FloatingPointError``. The parameters are also
-      checked at the end of every epoch; if they are not finite, those of the start of that
-      epoch are returned (see :func:`~gdopt.make_train_fn`). NaN params are never returned.
+    - divergence: a step whose loss or gradient is nan/inf is not applied and training
+      stops; ``on_divergence="stop"`` returns the parameters it was computed at with
+      ``diverged=True`` (and warns, ``RuntimeWarning``), ``"raise"`` raises
+      ``FloatingPointError``, ``"skip"`` skips such steps (counted in
+      ``FitResult.skipped_steps``) and stops only after ``max_skips`` in a row. The
+      ``stop_reason`` says what diverged first: the loss, the gradient (with the key path
+      of its first non-finite leaf) or the parameters, which are checked at the end of every
+      epoch; if they are not finite, those of the start of that epoch are returned (see
+      :func:`~gdopt.make_train_fn`). NaN params are never returned.
     - convergence (``tol``): stops after ``patience`` consecutive epochs whose mean train
       loss changed by less than ``tol`` relatively, checked inside the compiled loop (the
-      exact epoch, whatever ``epochs_per_call``).
+      exact epoch, whatever the chunks).
+    - interruption: Ctrl-C (``SIGINT``) lets the running call finish (at most about 0.5 s)
+      and returns the last complete state with ``interrupted=True`` and a ``stop_reason``
+      that says so (saved to ``checkpoint_dir`` if given). A second Ctrl-C raises
+      ``KeyboardInterrupt`` at once.
+
+    Resuming, exactly: ``epochs`` is the length of the whole run. ``resume_from=result``
+    continues a :class:`FitResult` (its parameters, optimizer state, epoch and step counters,
+    key and history) up to ``epochs``; with ``checkpoint_dir`` (saved every
+    ``checkpoint_every`` epochs and at the end, see :mod:`gdopt.checkpoint`) and
+    ``resume=True`` it continues from the latest checkpoint (or starts, when there is none).
+    Either way the result is bit-identical to one uninterrupted run with the same arguments:
+    the shuffles are seeded by ``fold_in(key, epoch)``, and the counters are carried on.
 
     Packed execution: with ``pack`` (by default when the optimizer is packable and ``params``
     has at least :data:`~gdopt.packing.AUTO_PACK_MIN_LEAVES` arrays), the parameters and
@@ -168,34 +333,60 @@ def fit(
     rounding of the summation order). ``FitResult.packed`` says which way it ran.
 
     Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar`` (the mean loss over the batch).
+      loss_fn: ``loss_fn(params, batch) -> scalar`` (the mean loss over the batch), or
+        ``loss_fn(params) -> scalar`` with ``data=None``.
       params: the initial parameters (a pytree of floating-point arrays).
       optimizer: a gradient transformation, e.g. ``gdopt.adam(1e-3)``.
-      data: a pytree of arrays sharing the example axis, e.g. ``(x, y)``.
-      epochs: the number of passes over ``data`` (>= 1).
+      data: a pytree of arrays sharing the example axis, e.g. ``(x, y)``; ``None`` for a
+        deterministic objective ``loss_fn(params)`` (one full step per epoch).
+      epochs: the number of passes over ``data`` (>= 1) of the whole run (epochs already
+        run by a resumed run count).
       batch_size: ``None`` for batch gradient descent (one step per epoch), ``1`` for
         per-example SGD, ``k`` for mini-batches of ``k`` (``n % k`` examples, different each
         epoch, are left out of each epoch).
-      key: PRNG key for the shuffling (default ``jax.random.PRNGKey(0)``).
+      key: the seed of the shuffling: an int, a ``jax.random.PRNGKey`` or a typed
+        ``jax.random.key`` (default ``PRNGKey(0)``).
       eval_data: held-out data, evaluated in full after every epoch (loss and accuracy).
       accuracy_fn: ``accuracy_fn(params, batch) -> scalar``, recorded on ``eval_data``.
       tol: relative train-loss change below which training has converged; ``None``: never.
       patience: consecutive epochs below ``tol`` needed.
-      opt_state: a state to continue from (default ``optimizer.init(params)``).
-      epochs_per_call: epochs per compiled call; default all of them, or about 1/20 of them
-        with ``progress``.
+      opt_state: a state to start from (default ``optimizer.init(params)``); the counters
+        start at 0 (use ``resume_from`` to continue a run exactly).
+      epochs_per_call: a fixed number of epochs per compiled call; default: sized by time
+        as described above.
       progress: show a ``tqdm`` progress bar (on stderr).
-      on_divergence: ``"stop"`` or ``"raise"``.
+      on_divergence: ``"stop"``, ``"raise"`` or ``"skip"``.
+      max_skips: with ``"skip"``, the non-finite steps in a row tolerated (>= 1).
       pack: ``True`` run packed, ``False`` run on the pytree, ``None`` (default) decide as
         described above.
+      checkpoint_dir: a directory for checkpoints of the whole training state (needs the
+        ``checkpoint`` extra, orbax-checkpoint); saved at the end (and on Ctrl-C). Without
+        ``resume`` it must hold no checkpoint yet.
+      checkpoint_every: also save every this many epochs.
+      resume: continue from the latest checkpoint in ``checkpoint_dir``.
+      resume_from: a :class:`FitResult` to continue.
+      mesh: ``None`` (one device), ``"auto"`` (every device on one ``data_axis``) or a
+        :class:`jax.sharding.Mesh`: each batch is split over ``data_axis``, the parameters
+        keep the sharding they come with (replicated by default) and their state follows
+        them; XLA reduces the gradients inside the compiled step (:func:`gdopt.sharding.place`,
+        docs/distributed.md). Runs unpacked.
+      data_axis: the mesh axis the batch is split over (``batch_size`` must be a multiple
+        of its size).
+      shard_opt_state: with a mesh, split every moment of the optimizer state over
+        ``data_axis`` (ZeRO-1); the results do not change.
 
     Returns:
       A :class:`FitResult`.
 
     Raises:
-      ValueError: bad ``epochs``, ``batch_size``, ``tol``, ``patience``, ``epochs_per_call``
-        or ``on_divergence``, empty data, or arrays in ``data`` of different lengths.
-      TypeError: a parameter leaf that is not floating point (the key path is named).
+      ValueError: bad ``epochs``, ``batch_size``, ``tol``, ``patience``, ``epochs_per_call``,
+        ``on_divergence`` or ``max_skips``, empty data, arrays in ``data`` of different
+        lengths, NaN/inf in the data, labels outside the classes, a negative or non-finite
+        schedule value, a foreign ``opt_state``, a checkpoint directory already in use (or a
+        checkpoint of another run).
+      TypeError: a parameter leaf that is not a floating-point array (the key path is
+        named), a loss that does not return a scalar, a bad ``key``.
+      OSError: a checkpoint directory that cannot be written.
       FloatingPointError: training diverged and ``on_divergence="raise"``.
 
     >>> import gdopt, jax, jax.numpy as jnp
@@ -205,32 +396,129 @@ def fit(
     >>> res = gdopt.fit(loss, jnp.zeros(3), gdopt.adam(0.1), (x, y), epochs=50, batch_size=16)
     >>> [round(v, 2) for v in res.params.tolist()], res.epochs_run, res.steps_run
     ([1.0, -2.0, 0.5], 50, 200)
+
+    Continued exactly, and a deterministic objective:
+
+    >>> part = gdopt.fit(loss, jnp.zeros(3), gdopt.adam(0.1), (x, y), epochs=20, batch_size=16)
+    >>> more = gdopt.fit(loss, jnp.zeros(3), gdopt.adam(0.1), (x, y), epochs=50, batch_size=16,
+    ...                  resume_from=part)
+    >>> bool(jnp.all(more.params == res.params)), more.epochs_run
+    (True, 50)
+    >>> quad = lambda p: jnp.sum((p - 3.0) ** 2)
+    >>> [round(v, 3) for v in gdopt.fit(quad, jnp.zeros(2), gdopt.sgd(0.1), epochs=100).params.tolist()]
+    [3.0, 3.0]
     """
     start = time.perf_counter()
-    # 1. arguments
+    from gdopt import checkpoint as ckpt  # an application module: imported only when needed
+
+    # 1. arguments, all checked before anything is compiled or trained
     epochs = check_epochs("epochs", epochs)
     patience = check_epochs("patience", patience)
     check_tol(tol)
     check_on_divergence(on_divergence)
-    n = dataset_size(data)
-    check_batch_size(batch_size, n)
-    if eval_data is not None:
-        dataset_size(eval_data, "eval_data")
+    skips = check_int("max_skips", max_skips, 1) if on_divergence == "skip" else 0
+    _checks.check_params_are_arrays(params)
     check_float_leaves(params)
-    if epochs_per_call is None:
-        chunk = math.ceil(epochs / 20) if progress else epochs
+    key = check_key(key)
+    if data is None:
+        if batch_size is not None:
+            raise ValueError(
+                f"batch_size={batch_size!r} needs data; with data=None, fit minimises "
+                "loss_fn(params), one full step per epoch."
+            )
+        if eval_data is not None or accuracy_fn is not None:
+            raise ValueError("eval_data and accuracy_fn need data; fit got data=None.")
+        n = 1
     else:
-        chunk = min(check_int("epochs_per_call", epochs_per_call, 1), epochs)
-    if key is None:
-        key = jax.random.PRNGKey(0)
-    layout = layout_for(params, optimizer, pack)
-    data = jax.tree.map(jnp.asarray, data)
+        n = dataset_size(data)
+        check_batch_size(batch_size, n)
+        data = jax.tree.map(jnp.asarray, data)
+        _checks.check_finite_data("data", data)
+    n_eval = 0
     if eval_data is not None:
+        n_eval = dataset_size(eval_data, "eval_data")
         eval_data = jax.tree.map(jnp.asarray, eval_data)
-    stop_epoch = jnp.asarray(epochs, jnp.int32)
+        _checks.check_finite_data("eval_data", eval_data)
+    _checks.check_loss(loss_fn, params, data, batch_size or n)
+    if eval_data is not None:
+        _checks.check_loss(loss_fn, params, eval_data, n_eval, "eval_data")
+    if epochs_per_call is None:
+        length = min(epochs, MAX_CHUNK)
+    else:
+        length = min(check_int("epochs_per_call", epochs_per_call, 1), epochs)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs checkpoint_dir.")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (resume_from continues a FitResult).")
+    if resume_from is not None and resume:
+        raise ValueError("pass resume=True (from checkpoint_dir) or resume_from, not both.")
+    if resume_from is not None and not isinstance(getattr(resume_from, "state", None), FitState):
+        raise TypeError(
+            "resume_from must be a FitResult returned by gdopt.fit (with its state), got "
+            f"{type(resume_from).__name__}."
+        )
+    directory: Path | None = None
+    if checkpoint_dir is not None:
+        directory = _checks.check_checkpoint_dir(checkpoint_dir, resume, ckpt.all_steps)
+        ckpt.require_orbax()
+    steps_per_epoch = 1 if batch_size is None else n // batch_size
+    _checks.check_schedules(optimizer, steps_per_epoch * epochs)
+    if mesh is not None:  # several devices: placed by gdopt.sharding (docs/distributed.md)
+        from gdopt import sharding
 
-    # 2. the training state
+        placed = sharding.place(
+            params,
+            opt_state,
+            data,
+            eval_data,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            mesh=mesh,
+            data_axis=data_axis,
+            shard_opt_state=shard_opt_state,
+            batch_size=batch_size,
+            pack=pack,
+        )
+        params, opt_state = placed.params, placed.opt_state
+        data, eval_data = placed.data, placed.eval_data
+        loss_fn, optimizer, pack = placed.loss_fn, placed.optimizer, False
+    layout = layout_for(params, optimizer, pack)
+    if opt_state is not None and not layout.packed:
+        _checks.check_opt_state(optimizer, params, opt_state)
+    no_data = data is None
+    user_key = key
+
+    # 2. the training state: fresh, from a FitResult or from the latest checkpoint
     t0 = time.perf_counter()
+    saved: FitState | None = None
+    prior = _raw([])
+    if resume_from is not None:
+        carried: FitState = resume_from.state
+        saved = carried
+        params, opt_state = carried.params, carried.opt_state
+        key = check_key(resume_from.key)
+        prior = _raw_of(resume_from.history, int(carried.epoch))
+    elif directory is not None and resume and ckpt.latest_step(directory) is not None:
+        step = ckpt.latest_step(directory)
+        assert step is not None
+        like_state = opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params)
+        tree = ckpt.restore(
+            directory, like=_checkpoint_like(params, like_state, key, step), step=step
+        )
+        saved = tree["state"]
+        assert saved is not None
+        params, opt_state = saved.params, saved.opt_state
+        stored = _checks.like_key(tree["key"], key)
+        given = _checks.key_data(user_key)
+        if not np.array_equal(np.asarray(_checks.key_data(stored)), np.asarray(given)):
+            raise ValueError(
+                f"the checkpoint in {str(directory)!r} was trained with another key; pass the "
+                "run's key (or seed) again to resume it exactly."
+            )
+        key = stored
+        prior = History(**{f: np.asarray(tree["history"][f]) for f in History._fields})
     if opt_state is None:
         opt_state = layout.init_state(optimizer, params)
     opt_key, keep = _compile.optimizer_key(optimizer)
@@ -242,58 +530,88 @@ def fit(
         opt_state,
     )
     state = setup(params, opt_state)
+    if saved is not None:  # carry the counters on: the shuffles continue where they were
+        state = state._replace(**{f: jnp.array(getattr(saved, f), copy=True) for f in _COUNTERS})
     # the first set-up of a kind (eager init, compile) counts as compilation
     compile_time = time.perf_counter() - t0 if setup_time else 0.0
 
     # 3. the training program
-    options = (chunk, batch_size, tol, patience, layout.packed)
+    options = (length, batch_size, tol, patience, layout.packed, skips, no_data)
     program_key = ("train", loss_fn, accuracy_fn, opt_key, options)
 
     def build() -> Any:
         train = make_train_fn(
-            loss_fn,
+            (lambda p, _: loss_fn(p)) if no_data else loss_fn,
             optimizer,
-            n_epochs=chunk,
+            n_epochs=length,
             batch_size=batch_size,
             accuracy_fn=accuracy_fn,
             tol=tol,
             patience=patience,
             pack=layout,
+            max_skips=skips,
         )
         return jax.jit(train, donate_argnums=0)
 
+    stop_at = jnp.asarray(epochs, jnp.int32)
     run_chunk, seconds = _compile.compiled(
-        program_key, keep, build, state, data, key, eval_data, stop_epoch
+        program_key, keep, build, state, data, key, eval_data, stop_at
     )
     compile_time += seconds
 
-    # 4. the host loop
-    chunks: list[History] = []
+    # 4. the host loop: compiled calls of about CHUNK_SECONDS each (or epochs_per_call)
+    chunks: list[History] = [prior]
+    adaptive = epochs_per_call is None
+    per_call = 1 if adaptive else length
+    epoch = int(state.epoch)
+    diverged, converged = bool(state.diverged), bool(state.converged)
+    last_saved = ckpt.latest_step(directory) if directory is not None else None
+
+    def save(state: FitState) -> None:
+        nonlocal last_saved
+        if directory is None or last_saved == int(state.epoch):
+            return
+        user = state._replace(
+            params=layout.restore(state.params), opt_state=layout.restore_state(state.opt_state)
+        )
+        ckpt.save(directory, _checkpoint_tree(user, key, _raw(chunks)), step=int(state.epoch))
+        last_saved = int(state.epoch)
+
     pbar = None
     if progress:
         from tqdm.auto import tqdm
 
-        pbar = tqdm(total=epochs, unit="epoch", desc="fit", leave=True)
+        pbar = tqdm(total=epochs, initial=min(epoch, epochs), unit="epoch", desc="fit", leave=True)
+    interrupt = _Interrupt()
     try:
-        while True:
-            state, hist = run_chunk(state, data, key, eval_data, stop_epoch)
-            hist = jax.device_get(hist)
-            epoch, diverged, converged = (
-                int(state.epoch),
-                bool(state.diverged),
-                bool(state.converged),
-            )
-            chunks.append(hist)
-            if pbar is not None:
-                ran = hist.epochs > 0
-                pbar.update(int(np.sum(ran)))
-                if np.any(ran):
-                    post = {"loss": f"{hist.train_loss[ran][-1]:.4g}"}
-                    if accuracy_fn is not None and eval_data is not None:
-                        post["acc"] = f"{hist.eval_accuracy[ran][-1]:.4f}"
-                    pbar.set_postfix(post)
-            if diverged or converged or epoch >= epochs:
-                break
+        with interrupt:
+            while not (diverged or converged or epoch >= epochs or interrupt.hit):
+                stop = min(epoch + per_call, epochs)
+                if checkpoint_every is not None:
+                    stop = min(stop, (epoch // checkpoint_every + 1) * checkpoint_every)
+                t_call = time.perf_counter()
+                state, hist = run_chunk(state, data, key, eval_data, np.int32(stop))
+                hist, flags = jax.device_get((hist, (state.epoch, state.diverged, state.converged)))
+                epoch, diverged, converged = int(flags[0]), bool(flags[1]), bool(flags[2])
+                elapsed = time.perf_counter() - t_call
+                chunks.append(hist)
+                if adaptive:  # size the next call to take CHUNK_SECONDS; no recompile
+                    low, high = CHUNK_SECONDS
+                    ran = max(int(np.sum(hist.epochs > 0)), 1)
+                    if elapsed < low or elapsed > high:
+                        target = ran * (low + high) / 2 / max(elapsed, 1e-6)
+                        per_call = int(min(length, max(1, target)))
+                if pbar is not None:
+                    ran = hist.epochs > 0
+                    pbar.update(int(np.sum(ran)))
+                    if np.any(ran):
+                        post = {"loss": f"{hist.train_loss[ran][-1]:.4g}"}
+                        if accuracy_fn is not None and eval_data is not None:
+                            post["acc"] = f"{hist.eval_accuracy[ran][-1]:.4f}"
+                        pbar.set_postfix(post)
+                if checkpoint_every is not None and epoch % checkpoint_every == 0:
+                    save(state)
+            save(state)  # the end (or the interruption): the last complete state
     finally:
         if pbar is not None:
             pbar.close()
@@ -301,13 +619,28 @@ def fit(
     # 5. the result
     state = jax.block_until_ready(state)
     wall_time = time.perf_counter() - start
-    history = _history(chunks, eval_data is not None, accuracy_fn is not None)
-    stop_reason = _stop_reason(state, diverged, converged, tol, patience)
+    raw = _raw(chunks)
+    history = _history(raw, eval_data is not None, accuracy_fn is not None)
+    user_params = layout.restore(state.params)
+    bad_path = None
+    if diverged and DIVERGED_WHAT[int(state.diverged_what)] == "gradient":
+        bad_path = _first_bad_gradient(loss_fn, user_params, data, key, state, batch_size)
+    stop_reason = _stop_reason(state, diverged, converged, tol, patience, bad_path)
+    interrupted = interrupt.hit and not (diverged or converged)
+    if interrupted:
+        stop_reason = (
+            f"interrupted (Ctrl-C) after epoch {epoch} of {epochs}; params are those at the end "
+            f"of epoch {epoch}"
+            + (f", saved in {str(directory)!r}" if directory is not None else "")
+        )
     if diverged and on_divergence == "raise":
         raise FloatingPointError(stop_reason)
+    if diverged:
+        warnings.warn(f"gdopt.fit {stop_reason}", RuntimeWarning, stacklevel=2)
+    final = state._replace(params=user_params, opt_state=layout.restore_state(state.opt_state))
     return FitResult(
-        params=layout.restore(state.params),
-        opt_state=layout.restore_state(state.opt_state),
+        params=final.params,
+        opt_state=final.opt_state,
         history=history,
         converged=converged,
         diverged=diverged,
@@ -317,4 +650,8 @@ def fit(
         wall_time=wall_time,
         compile_time=compile_time,
         packed=layout.packed,
+        interrupted=interrupted,
+        skipped_steps=int(state.skipped),
+        state=final,
+        key=key,
     )

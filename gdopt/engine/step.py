@@ -8,6 +8,7 @@ from typing import Any
 import jax
 
 from gdopt.base import GradientTransformation, apply_updates
+from gdopt.engine._checks import check_loss_output, check_opt_state, check_params_are_arrays
 from gdopt.packing import PACKED, TREE, Packed
 
 __all__ = ["make_step"]
@@ -21,6 +22,9 @@ def make_step(
     donate: bool = True,
     jit: bool = True,
     pack: bool = False,
+    mesh: Any = None,
+    data_axis: str = "data",
+    shard_opt_state: bool = False,
 ) -> Callable[..., tuple]:
     """Build one training step: gradient, optimizer update and parameter update.
 
@@ -54,6 +58,11 @@ def make_step(
         step many times, :func:`gdopt.unpack` at the end. ``loss_fn`` still receives the
         unpacked pytree (slices of the buffers); the gradient is packed inside the step and
         a packable optimizer updates whole buffers (see :mod:`gdopt.packing`).
+      mesh: ``None``, ``"auto"`` or a :class:`jax.sharding.Mesh`: the step splits each
+        batch over ``data_axis`` and keeps the parameters and state on the shardings they
+        come with (:func:`gdopt.sharding.mesh_step`; docs/distributed.md). Needs ``jit``.
+      data_axis: the mesh axis the batch is split over.
+      shard_opt_state: with a mesh, split the optimizer state over ``data_axis`` (ZeRO-1).
 
     Returns:
       ``step(params, opt_state, batch, **extra) -> (params, opt_state, loss)``; keyword
@@ -100,15 +109,42 @@ def make_step(
                 "make_step(pack=True): params must be packed (gdopt.pack(params)), got "
                 f"{type(params).__name__}."
             )
-        out, grads = grad_fn(params, batch)
+        try:
+            out, grads = grad_fn(params, batch)
+        except TypeError:
+            # a non-array leaf (a model passed whole), a vector, or a (loss, aux) pair
+            # without has_aux: say so (only on this failure path: no cost otherwise)
+            check_params_are_arrays(params)
+            check_loss_output(jax.eval_shape(carried_loss, params, batch), has_aux)
+            raise
         loss, aux = out if has_aux else (out, None)
         extras = {"value": loss, "grad": grads, "value_fn": value_fn(batch), **extra}
-        updates, opt_state = optimizer.update(grads, opt_state, params, **extras)
+        try:
+            updates, opt_state = optimizer.update(grads, opt_state, params, **extras)
+        except Exception:
+            check_opt_state(optimizer, params, opt_state)  # a foreign or malformed state
+            raise
         params = apply_updates(params, updates)
         if has_aux:
             return params, opt_state, loss, aux
         return params, opt_state, loss
 
+    if mesh is not None:  # several devices: compiled by gdopt.sharding
+        from gdopt import sharding
+
+        if not jit or pack:
+            raise ValueError(
+                "make_step(mesh=...) compiles the step for the mesh: it needs jit=True and "
+                f"pack=False, got jit={jit!r}, pack={pack!r}."
+            )
+        return sharding.mesh_step(
+            step,
+            optimizer,
+            mesh=mesh,
+            data_axis=data_axis,
+            shard_opt_state=shard_opt_state,
+            donate=donate,
+        )
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0, 1) if donate else (), keep_unused=True)

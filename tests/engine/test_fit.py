@@ -9,32 +9,32 @@ optimizer structures or dtype promotion modes."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gdopt
+from gdopt import _compile, checkpoint, losses, models
 from gdopt import data as gdata
-from gdopt import losses, models
 from gdopt.batching import epoch_batches
-from gdopt.engine import FitResult, History, _compile, make_step
+from gdopt.engine import FitResult, History, make_step
+from tests.helpers import counting_compiles
 
 KEY = jax.random.PRNGKey(0)
-
-_COMPILES: list[str] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: (
-        _COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None
-    )
-)
 
 
 def _compiles(fn):
     """``(fn(), number of backend compilations it ran)``."""
-    before = len(_COMPILES)
-    out = jax.block_until_ready(fn())
-    return out, len(_COMPILES) - before
+    with counting_compiles() as c:
+        out = jax.block_until_ready(fn())
+    return out, c.count
 
 
 def _lsq_problem(n=128, d=4, seed=0):
@@ -191,7 +191,8 @@ def test_fit_digits_mlp():
 
 def test_fit_divergence_keeps_last_finite_params():
     x, y = _lsq_problem()
-    res = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(5.0), (x, y), epochs=100, batch_size=32)
+    with pytest.warns(RuntimeWarning, match="diverged at epoch .*the loss became nan/inf"):
+        res = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(5.0), (x, y), epochs=100, batch_size=32)
     assert res.diverged and not res.converged
     assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(res.params))
     assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(res.opt_state))
@@ -217,7 +218,8 @@ def test_fit_restores_the_epoch_start_when_params_overflow_with_a_finite_loss():
     loss = lambda p, b: 10.0 * jnp.sum(jnp.tanh(p["w"])) + 0.0 * jnp.sum(b)  # |g| > 1
     params = {"w": jnp.array([0.1, -0.2, 0.3])}
     data = jnp.zeros((8, 1))
-    res = gdopt.fit(loss, params, gdopt.sgd(3e38), data, epochs=5, batch_size=4)
+    with pytest.warns(RuntimeWarning, match="parameters became nan/inf"):
+        res = gdopt.fit(loss, params, gdopt.sgd(3e38), data, epochs=5, batch_size=4)
     assert res.diverged and res.epochs_run == 1 and res.steps_run == 0
     np.testing.assert_array_equal(res.params["w"], params["w"])
     assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(res.opt_state))
@@ -225,7 +227,8 @@ def test_fit_restores_the_epoch_start_when_params_overflow_with_a_finite_loss():
     assert "start of that epoch (after 0 steps)" in res.stop_reason
     # a second epoch that overflows restores to the end of the first one
     lr = lambda count: jnp.where(count < 2, 1e-3, 3e38)  # two good steps, then overflow
-    res = gdopt.fit(loss, params, gdopt.sgd(lr), data, epochs=5, batch_size=4)
+    with pytest.warns(RuntimeWarning, match="parameters became nan/inf"):
+        res = gdopt.fit(loss, params, gdopt.sgd(lr), data, epochs=5, batch_size=4)
     assert res.diverged and res.epochs_run == 2 and res.steps_run == 2
     first = gdopt.fit(loss, params, gdopt.sgd(lr), data, epochs=1, batch_size=4)
     np.testing.assert_array_equal(res.params["w"], first.params["w"])
@@ -241,7 +244,11 @@ def test_fit_restores_the_epoch_start_when_params_overflow_with_a_finite_loss():
         ({"epochs": 2.5}, TypeError, "epochs must be an integer"),
         ({"batch_size": 0}, ValueError, r"batch_size must be an integer in \[1, 128\].*got 0"),
         ({"batch_size": 129}, ValueError, r"\[1, 128\].*got 129"),
-        ({"on_divergence": "ignore"}, ValueError, "on_divergence must be 'stop' or 'raise'"),
+        (
+            {"on_divergence": "ignore"},
+            ValueError,
+            "on_divergence must be 'stop', 'raise' or 'skip'",
+        ),
         ({"tol": -1.0}, ValueError, "tol must be a finite number > 0"),
         ({"patience": 0}, ValueError, "patience must be an integer >= 1"),
         ({"epochs_per_call": 0}, ValueError, "epochs_per_call must be an integer >= 1"),
@@ -397,3 +404,530 @@ def test_a_program_traced_under_standard_promotion_is_not_reused_under_strict():
             lambda: gdopt.fit(_reuse_loss, _lsq_params(), gdopt.sgd(0.1), data, **kw)
         )
     assert n_strict > 0
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _assert_bits_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_from_a_result_is_bit_identical_to_one_run():
+    x, y = _lsq_problem()
+    opt = gdopt.adam(0.05)
+    kw = dict(batch_size=16, key=3, eval_data=(x, y), tol=1e-9, patience=2)
+    full = gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=10, **kw)
+    part = gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=4, **kw)
+    more = gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=10, resume_from=part, **kw)
+    _assert_bits_equal((more.params, more.opt_state), (full.params, full.opt_state))
+    _assert_bits_equal(more.history, full.history)
+    assert (more.epochs_run, more.steps_run) == (10, 80) == (full.epochs_run, full.steps_run)
+    assert isinstance(more.state, gdopt.FitState) and int(more.state.epoch) == 10
+    # twice more from the same result: the result is not consumed
+    again = gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=10, resume_from=part, **kw)
+    _assert_bits_equal(again.params, full.params)
+    # a run already at its target runs nothing more
+    same = gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=10, resume_from=full, **kw)
+    _assert_bits_equal(same.params, full.params)
+    assert same.epochs_run == 10 and len(same.history.train_loss) == 10
+
+
+def test_checkpoints_every_n_epochs_and_resume_is_bit_identical(tmp_path):
+    x, y = _lsq_problem()
+    opt = gdopt.sgd(0.05, momentum=0.9)
+    kw = dict(batch_size=32, key=jax.random.key(7))
+    full = gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=7, **kw)
+    d = tmp_path / "run"
+    part = gdopt.fit(
+        _lsq_loss, _lsq_params(), opt, (x, y), epochs=5, checkpoint_dir=d, checkpoint_every=2, **kw
+    )
+    assert checkpoint.all_steps(d) == [2, 4, 5]  # every 2 epochs and at the end
+    with pytest.raises(ValueError, match="already holds checkpoints .*resume=True"):
+        gdopt.fit(_lsq_loss, _lsq_params(), opt, (x, y), epochs=7, checkpoint_dir=d, **kw)
+    with pytest.raises(ValueError, match="trained with another key"):
+        gdopt.fit(
+            _lsq_loss,
+            _lsq_params(),
+            opt,
+            (x, y),
+            epochs=7,
+            checkpoint_dir=d,
+            resume=True,
+            batch_size=32,
+            key=8,
+        )
+    more = gdopt.fit(
+        _lsq_loss,
+        _lsq_params(),
+        opt,
+        (x, y),
+        epochs=7,
+        checkpoint_dir=d,
+        checkpoint_every=2,
+        resume=True,
+        **kw,
+    )
+    assert checkpoint.all_steps(d) == [2, 4, 5, 6, 7]
+    _assert_bits_equal((more.params, more.opt_state), (full.params, full.opt_state))
+    np.testing.assert_array_equal(more.history.train_loss, full.history.train_loss)
+    assert more.steps_run == full.steps_run == 7 * 4
+    # the checkpoint is the whole state: restore it directly, NamedTuples and all
+    like = {
+        "state": gdopt.init_fit_state(_lsq_params(), opt.init(_lsq_params())),
+        "key": jnp.zeros(2, jnp.uint32),
+        "history": {
+            f: np.zeros(5, np.int32 if f == "epochs" else np.float32) for f in History._fields
+        },
+    }
+    back = checkpoint.restore(d, like=like, step=5)
+    _assert_bits_equal(back["state"].params, part.params)
+    assert type(back["state"].opt_state) is type(part.opt_state)
+    assert int(back["state"].epoch) == 5 and int(back["state"].step) == 20
+    np.testing.assert_array_equal(back["history"]["epochs"], np.arange(1, 6))
+    # resume=True on an empty directory starts the run
+    fresh = gdopt.fit(
+        _lsq_loss,
+        _lsq_params(),
+        opt,
+        (x, y),
+        epochs=7,
+        checkpoint_dir=tmp_path / "new",
+        resume=True,
+        **kw,
+    )
+    _assert_bits_equal(fresh.params, full.params)
+
+
+_PROBLEM = """
+import jax, jax.numpy as jnp, numpy as np, gdopt
+x = jax.random.normal(jax.random.PRNGKey(0), (1024, 16))
+y = jnp.tanh(x @ jnp.linspace(-1.0, 1.0, 16))
+def loss(p, b):
+    h = jnp.tanh(b[0] @ p["w1"] + p["b1"])
+    return jnp.mean((h @ p["w2"] - b[1]) ** 2)
+k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+params = {"w1": 0.3 * jax.random.normal(k1, (16, 64)), "b1": jnp.zeros(64),
+          "w2": 0.1 * jax.random.normal(k2, (64,))}
+"""
+
+_TRAIN_SCRIPT = (
+    _PROBLEM
+    + """
+import sys
+mode, directory = sys.argv[1], sys.argv[2]
+kw = dict(epochs=int(sys.argv[3]), batch_size=64, key=5)
+res = gdopt.fit(loss, params, gdopt.adam(1e-3), (x, y), checkpoint_dir=directory,
+                checkpoint_every=int(sys.argv[4]), resume=(mode == "resume"),
+                progress=(mode == "progress"), **kw)
+np.savez(directory + ".npz", **{k: np.asarray(v) for k, v in res.params.items()},
+         epochs_run=res.epochs_run)
+print(res.stop_reason, flush=True)  # the test times the SIGINT to this line
+"""
+)
+
+
+def _script(*args, **popen):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_SCRIPT, *map(str, args)], env=env, text=True, **popen
+    )
+
+
+def test_a_run_killed_mid_way_resumes_bit_identically(tmp_path):
+    d = str(tmp_path / "run")
+    epochs, every = 10, 2
+    proc = _script("fresh", d, epochs, every, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while (checkpoint.latest_step(d) or 0) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    killed_at = checkpoint.latest_step(d)
+    assert killed_at is not None and 2 <= killed_at < epochs
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN_SCRIPT, "resume", d, str(epochs), str(every)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == f"completed {epochs} epochs"
+    resumed = np.load(d + ".npz")
+    problem: dict = {}
+    exec(_PROBLEM, problem)  # the same run, uninterrupted, here
+    straight = gdopt.fit(
+        problem["loss"],
+        problem["params"],
+        gdopt.adam(1e-3),
+        (problem["x"], problem["y"]),
+        epochs=epochs,
+        batch_size=64,
+        key=5,
+    )
+    for k in ("w1", "b1", "w2"):
+        np.testing.assert_array_equal(resumed[k], np.asarray(straight.params[k]))
+    assert int(resumed["epochs_run"]) == epochs
+
+
+# ----------------------------------------------------------------------------- interruption
+
+
+def test_ctrl_c_stops_a_long_run_within_two_seconds_and_saves_it(tmp_path):
+    d = str(tmp_path / "run")
+    proc = _script("progress", d, 20000, 100000, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        while "fit:" not in seen:  # the progress bar: compiled, in the host loop
+            ch = proc.stderr.read(1)
+            assert ch, seen
+            seen += ch
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # fit returned, its result saved
+        took = time.monotonic() - sent
+        out, err = proc.communicate(timeout=30)
+        out = first + out
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert out.startswith("interrupted (Ctrl-C) after epoch "), out
+    assert took < 2.0, took
+    epochs_run = int(np.load(d + ".npz")["epochs_run"])
+    assert 0 < epochs_run < 20000
+    assert f"after epoch {epochs_run} of 20000" in out and "saved in" in out
+    assert checkpoint.latest_step(d) == epochs_run
+
+
+def test_chunked_calls_are_the_same_numbers_as_one_call():
+    x, y = _lsq_problem()
+    kw = dict(epochs=30, batch_size=16, key=KEY)
+    one = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.adam(0.01), (x, y), epochs_per_call=30, **kw)
+    auto = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.adam(0.01), (x, y), **kw)
+    _assert_bits_equal(auto.params, one.params)
+    _assert_bits_equal(auto.history, one.history)
+
+
+# ----------------------------------------------------------------------------- guards
+
+
+def test_fit_refuses_nan_or_inf_in_data_and_eval_data_naming_the_array_and_index():
+    x, y = _lsq_problem()
+    opt = gdopt.sgd(0.1)
+    with pytest.raises(
+        ValueError, match=r"data\[0\] holds a non-finite value \(nan\) at index \(5, 1\)"
+    ):
+        gdopt.fit(_lsq_loss, _lsq_params(), opt, (x.at[5, 1].set(jnp.nan), y), epochs=1)
+    with pytest.raises(
+        ValueError, match=r"eval_data\[1\] holds a non-finite value \(inf\) at index \(3,\)"
+    ):
+        gdopt.fit(
+            _lsq_loss, _lsq_params(), opt, (x, y), epochs=1, eval_data=(x, y.at[3].set(jnp.inf))
+        )
+
+
+def _classifier():
+    x = jax.random.normal(jax.random.PRNGKey(0), (40, 3))
+    y = jnp.arange(40, dtype=jnp.int32) % 4
+    w0 = {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}
+
+    def loss(p, batch):
+        logits = batch[0] @ p["w"] + p["b"]
+        return jnp.mean(losses.softmax_cross_entropy_with_integer_labels(logits, batch[1]))
+
+    return loss, w0, x, y
+
+
+@pytest.mark.parametrize("bad, where", [(4, "data"), (-1, "data"), (7, "eval_data")])
+def test_fit_refuses_integer_labels_outside_the_classes(bad, where):
+    loss, w0, x, y = _classifier()
+    bad_y = y.at[7].set(bad)
+    data, ev = ((x, bad_y), None) if where == "data" else ((x, y), (x, bad_y))
+    lo, hi = min(0, bad), max(3, bad)
+    with pytest.raises(ValueError, match=rf"{where}\[1\] \(values in \[{lo}, {hi}\]\).*4 classes"):
+        gdopt.fit(loss, w0, gdopt.sgd(0.1), data, epochs=1, batch_size=8, eval_data=ev)
+    ok = gdopt.fit(loss, w0, gdopt.sgd(0.1), (x, y), epochs=1, batch_size=8, eval_data=(x, y))
+    assert ok.epochs_run == 1
+
+
+def test_fit_refuses_a_schedule_that_goes_negative_within_the_run():
+    x, y = _lsq_problem()  # 128 examples, batch 32: 4 steps per epoch
+    lr = gdopt.linear_schedule(0.1, -0.1, 100)  # negative from step 51 on
+    res = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(lr), (x, y), epochs=12, batch_size=32)
+    assert res.steps_run == 48  # 48 steps stay in [0, 50]: allowed
+    with pytest.raises(ValueError, match=r"schedule of learning_rate gives -0\.00\d+ at step 51"):
+        gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(lr), (x, y), epochs=13, batch_size=32)
+    nan_lr = lambda count: jnp.where(count < 3, 0.1, jnp.nan)
+    with pytest.raises(ValueError, match="gives nan at step 3"):
+        gdopt.fit(_lsq_loss, _lsq_params(), gdopt.adam(nan_lr), (x, y), epochs=1, batch_size=32)
+
+
+def _spiky(data_bad_rows):
+    """A least-squares loss that is nan on every batch holding a marked row."""
+
+    def loss(p, b):
+        value = jnp.mean((b[:, 0] * p - b[:, 1]) ** 2)
+        return jnp.where(jnp.any(b[:, 2] > 0), jnp.nan, value)
+
+    rows = jnp.arange(16)
+    mark = jnp.isin(rows, jnp.asarray(data_bad_rows)).astype(jnp.float32)
+    return loss, jnp.stack([jnp.ones(16), jnp.full(16, 2.0), mark], 1)
+
+
+def test_skip_counts_non_finite_steps_and_gives_up_after_max_skips_in_a_row():
+    loss, d = _spiky([3])
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        stop = gdopt.fit(loss, jnp.zeros(()), gdopt.sgd(0.1), d, epochs=20, batch_size=4)
+    assert stop.diverged and stop.epochs_run == 1
+    skip = gdopt.fit(
+        loss,
+        jnp.zeros(()),
+        gdopt.sgd(0.1),
+        d,
+        epochs=20,
+        batch_size=4,
+        on_divergence="skip",
+        max_skips=2,
+    )
+    # one bad batch of four per epoch: skipped, counted, never two in a row
+    assert not skip.diverged and skip.skipped_steps == 20 and skip.steps_run == 60
+    assert skip.stop_reason == "completed 20 epochs (20 non-finite steps skipped)"
+    assert abs(float(skip.params) - 2.0) < 1e-3
+    # every batch bad: gives up at the third bad step in a row
+    loss, d = _spiky(list(range(16)))
+    with pytest.warns(RuntimeWarning, match=r"step 1\): the loss became nan/inf \(2 non-finite"):
+        out = gdopt.fit(
+            loss,
+            jnp.zeros(()),
+            gdopt.sgd(0.1),
+            d,
+            epochs=5,
+            batch_size=4,
+            on_divergence="skip",
+            max_skips=2,
+        )
+    assert out.diverged and out.skipped_steps == 2 and out.steps_run == 0
+    with pytest.raises(ValueError, match="max_skips must be an integer >= 1"):
+        gdopt.fit(
+            loss, jnp.zeros(()), gdopt.sgd(0.1), d, epochs=1, on_divergence="skip", max_skips=0
+        )
+
+
+def test_divergence_names_the_gradient_leaf_that_went_non_finite_first():
+    # sqrt(|x . a|) has an infinite gradient where x . a = 0, a finite loss
+    loss = lambda p, b: jnp.mean(jnp.sqrt(jnp.abs(b @ p["a"]))) + jnp.sum(p["b"] ** 2)
+    xs = jnp.concatenate([jnp.ones((8, 2)), jnp.zeros((8, 2))])
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    with pytest.warns(RuntimeWarning) as record:
+        res = gdopt.fit(loss, params, gdopt.sgd(0.01), xs, epochs=3, batch_size=8)
+    assert res.diverged
+    assert "the gradient of params['a'] became nan/inf (the loss was finite)" in res.stop_reason
+    assert str(record[0].message) == f"gdopt.fit {res.stop_reason}"
+    np.testing.assert_array_equal(res.params["a"], params["a"])  # never applied
+
+
+def test_fit_minimises_a_deterministic_objective_without_data():
+    quad = lambda p: jnp.sum((p["x"] - jnp.arange(3.0)) ** 2)
+    res = gdopt.fit(quad, {"x": jnp.zeros(3)}, gdopt.sgd(0.25), epochs=30)
+    # x_{t+1} = x_t - 0.25 * 2 (x_t - c) = (x_t + c) / 2: the gap halves every epoch
+    np.testing.assert_allclose(res.params["x"], jnp.arange(3.0) * (1 - 0.5**30), rtol=1e-6)
+    assert res.steps_run == 30 and len(res.history.train_loss) == 30
+    np.testing.assert_allclose(res.history.train_loss[:2], [5.0, 1.25], rtol=1e-6)
+    with pytest.raises(ValueError, match="batch_size=4 needs data"):
+        gdopt.fit(quad, {"x": jnp.zeros(3)}, gdopt.sgd(0.25), epochs=1, batch_size=4)
+    with pytest.raises(ValueError, match="eval_data and accuracy_fn need data"):
+        gdopt.fit(quad, {"x": jnp.zeros(3)}, gdopt.sgd(0.25), epochs=1, eval_data=jnp.ones(3))
+
+
+def test_float16_adam_with_default_arguments_tracks_float32():
+    x, y = _lsq_problem()
+    y = 1e-3 * y  # small targets: small gradients, whose squares float16 cannot hold
+    runs = {}
+    for dtype in (jnp.float32, jnp.float16):
+        params = jax.tree.map(lambda v, d=dtype: v.astype(d), _lsq_params())
+        data = (x.astype(dtype), y.astype(dtype))
+        loss = lambda p, b: jnp.mean(((b[0] @ p["w"] + p["b"] - b[1]) ** 2).astype(jnp.float32))
+        runs[dtype] = gdopt.fit(loss, params, gdopt.adam(1e-4), data, epochs=5, batch_size=32)
+    assert runs[jnp.float16].opt_state[0].nu["w"].dtype == jnp.float32
+    for a, b in zip(
+        jax.tree.leaves(runs[jnp.float16].params),
+        jax.tree.leaves(runs[jnp.float32].params),
+        strict=True,
+    ):
+        assert a.dtype == jnp.float16
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0.05, atol=2e-6)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_key_accepts_an_int_seed_or_a_key_and_says_so():
+    x, y = _lsq_problem()
+    kw = dict(epochs=2, batch_size=16)
+    by_seed = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.1), (x, y), key=3, **kw)
+    by_key = gdopt.fit(
+        _lsq_loss, _lsq_params(), gdopt.sgd(0.1), (x, y), key=jax.random.PRNGKey(3), **kw
+    )
+    typed = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.1), (x, y), key=jax.random.key(3), **kw)
+    _assert_bits_equal(by_seed.params, by_key.params)
+    _assert_bits_equal(by_seed.params, typed.params)
+    for bad in ("0", 1.5, jnp.zeros(3), True):
+        with pytest.raises(TypeError, match="key must be an int seed, jax.random.PRNGKey"):
+            gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.1), (x, y), key=bad, **kw)
+
+
+def test_fit_refuses_a_foreign_or_malformed_opt_state_naming_the_optimizer():
+    x, y = _lsq_problem()
+    p = _lsq_params()
+    cases = [
+        (gdopt.sgd(0.1, momentum=0.9).init(p), r"\(adam\).*opt_state has \[0\]\.trace\['b'\]"),
+        (
+            gdopt.adam(0.1).init({"w": jnp.zeros(5), "b": jnp.zeros(())}),
+            r"differ in shape at \[0\]\.mu\['w'\]",
+        ),
+        (tuple(gdopt.adam(0.1).init(p)), r"adam\.init\(params\) has \.hyperparams"),
+    ]
+    for state, match in cases:
+        with pytest.raises(ValueError, match=match):
+            gdopt.fit(_lsq_loss, p, gdopt.adam(0.1), (x, y), epochs=1, opt_state=state)
+
+
+def test_a_model_passed_whole_is_refused_with_filter_first():
+    class Act:  # what an Equinox module holds besides its arrays
+        def __call__(self, v):
+            return v
+
+    x, y = _lsq_problem()
+    params = {**_lsq_params(), "act": Act()}
+    with pytest.raises(
+        TypeError, match=r"params\['act'\] is a Act, not an array.*Filter the model"
+    ):
+        gdopt.fit(_lsq_loss, params, gdopt.adam(0.1), (x, y), epochs=1)
+    step = make_step(lambda p, b: _lsq_loss(p, b), gdopt.sgd(0.1), jit=False)
+    with pytest.raises(TypeError, match="Filter the model first"):
+        step(params, gdopt.sgd(0.1).init(_lsq_params()), (x, y))
+
+
+@pytest.mark.parametrize(
+    "loss, match",
+    [
+        (lambda p, b: (b[0] @ p["w"] - b[1]) ** 2, r"got shape \(128,\).*has_aux"),
+        (lambda p, b: (_lsq_loss(p, b), {"aux": 1.0}), "a tuple of 2 values.*has_aux"),
+        (lambda p, b: jnp.int32(1) + 0 * jnp.sum(p["w"]).astype(jnp.int32), "floating-point"),
+    ],
+)
+def test_fit_refuses_a_loss_that_is_not_a_scalar_naming_has_aux(loss, match):
+    x, y = _lsq_problem()
+    with pytest.raises(TypeError, match=match):
+        gdopt.fit(loss, _lsq_params(), gdopt.sgd(0.1), (x, y), epochs=1)
+
+
+def test_checkpoint_arguments_are_checked_first(tmp_path):
+    x, y = _lsq_problem()
+    f = tmp_path / "file"
+    f.write_text("x")
+    run = lambda **kw: gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.1), (x, y), epochs=1, **kw)
+    with pytest.raises(OSError, match="exists and is not a directory"):
+        run(checkpoint_dir=f)
+    with pytest.raises(ValueError, match="checkpoint_every needs checkpoint_dir"):
+        run(checkpoint_every=2)
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        run(resume=True)
+    with pytest.raises(TypeError, match="resume_from must be a FitResult"):
+        run(resume_from=(1, 2))
+    with pytest.raises(TypeError, match="checkpoint_dir must be a path"):
+        run(checkpoint_dir=3)
+
+
+# ----------------------------------------------------------------------------- bad-input battery
+
+import hypothesis  # noqa: E402
+import hypothesis.strategies as st  # noqa: E402
+
+BAD_INPUTS: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _count_bad_inputs():
+    yield
+    target = os.environ.get("GDOPT_COUNT_BAD_INPUTS")
+    if target:
+        with open(target, "a") as f:
+            f.write(f"tests/engine/test_fit.py {len(BAD_INPUTS)}\n")
+
+
+_X, _Y = _lsq_problem(n=32, d=2)
+_BAD_FIT_ARGS = {
+    "epochs": [0, -3, 2.5, "3", None, True, float("nan")],
+    "batch_size": [0, 33, -1, 1.5, "8", True],
+    "tol": [-1.0, 0.0, float("nan"), float("inf"), "x", True],
+    "patience": [0, -1, 1.5, "2"],
+    "on_divergence": ["ignore", "STOP", "", 3, None],
+    "epochs_per_call": [0, -1, 1.5, "2"],
+    "key": ["a", 1.5, jnp.zeros(3), True, jnp.zeros((2,), jnp.int32), [0, 1]],
+    "checkpoint_every": [2, 0],
+    "pack": ["yes", 2],
+    "opt_state": ["state", (1, 2), {"w": 1}],
+}
+
+
+@st.composite
+def _bad_data(draw):
+    """``(x, y)`` with a NaN/inf at a random place, or of mismatched lengths."""
+    kind = draw(st.sampled_from(["nan", "inf", "-inf", "lengths", "eval_nan"]))
+    x, y = _X, _Y
+    if kind == "lengths":
+        return "data", (x, y[: draw(st.integers(0, 31))])
+    value = {"nan": jnp.nan, "inf": jnp.inf, "-inf": -jnp.inf, "eval_nan": jnp.nan}[kind]
+    if draw(st.booleans()):
+        i, j = draw(st.integers(0, 31)), draw(st.integers(0, 1))
+        x = x.at[i, j].set(value)
+    else:
+        y = y.at[draw(st.integers(0, 31))].set(value)
+    return ("eval_data" if kind == "eval_nan" else "data"), (x, y)
+
+
+@hypothesis.settings(max_examples=80, deadline=None, derandomize=True, database=None)
+@hypothesis.given(data=st.data())
+def test_random_bad_fit_inputs_raise_before_training(data):
+    """Every bad argument or dataset raises ValueError/TypeError/OSError naming it (none of
+    them may train and return a plausible result)."""
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(())}
+    kw: dict = {"epochs": 2}
+    data_arg, eval_arg = (_X, _Y), None
+    if data.draw(st.booleans()):
+        arg = data.draw(st.sampled_from(sorted(_BAD_FIT_ARGS)))
+        value = data.draw(st.sampled_from(_BAD_FIT_ARGS[arg]))
+        if arg == "on_divergence" and value == "skip":  # pragma: no cover - not in the table
+            return
+        kw[arg] = value
+        name = arg
+        described = f"{arg}={value!r}"
+    else:
+        where, bad = data.draw(_bad_data())
+        if where == "data":
+            data_arg = bad
+        else:
+            eval_arg = bad
+        name = where
+        described = f"{where}:" + ";".join(
+            f"{np.shape(a)}@{np.argwhere(~np.isfinite(np.asarray(a))).tolist()}" for a in bad
+        )
+    BAD_INPUTS.add(described)
+    with pytest.raises((ValueError, TypeError, OSError)) as info:
+        gdopt.fit(_lsq_loss, params, gdopt.sgd(0.1), data_arg, eval_data=eval_arg, **kw)
+    message = str(info.value)
+    names = {"opt_state": "opt_state", "checkpoint_every": "checkpoint"}
+    assert names.get(name, name) in message, f"{described}: {message}"
