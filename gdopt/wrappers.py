@@ -3,8 +3,9 @@
 Each wraps an inner transformation: :func:`apply_if_finite` skips non-finite steps,
 :func:`accumulate` (and the optax-compatible :class:`MultiSteps`) accumulates gradients over
 micro-batches, :func:`lookahead` keeps slow weights, :func:`ema_params` keeps a moving average
-of the parameters, and :func:`schedule_free` replaces a base optimizer's momentum by
-schedule-free interpolation and averaging.
+of the parameters, :func:`schedule_free` replaces a base optimizer's momentum by
+schedule-free interpolation and averaging, and :func:`sam` gives the base optimizer the
+gradient at the worst point of a small neighbourhood (sharpness-aware minimisation).
 
 Every wrapper is packable (:mod:`gdopt.packing`) when its inner transformation is (and,
 for :func:`accumulate`, no ``should_skip_update_fn`` is given): what a wrapper adds is
@@ -37,7 +38,7 @@ from gdopt._traits import wrapper
 from gdopt._validation import Integer, Interval, need_params
 from gdopt.base import GradientTransformation, ScalarOrSchedule, Steps, resolve
 from gdopt.hyperparams import HyperparamsState
-from gdopt.tree import tree_all_finite
+from gdopt.tree import tree_all_finite, tree_l2_norm
 
 __all__ = [
     "ApplyIfFiniteState",
@@ -52,6 +53,7 @@ __all__ = [
     "ScheduleFreeState",
     "schedule_free",
     "schedule_free_eval_params",
+    "sam",
 ]
 
 
@@ -515,6 +517,95 @@ def ema_params(
             new_updates,
         )
         return new_updates, EmaParamsState(ema=ema, inner_state=inner_state)
+
+    return GradientTransformation(init, update)
+
+
+# ----------------------------------------------------------------------------- SAM
+
+_Radius = Annotated[float | jax.Array, Interval(0.0, low_open=True, schedule=False)]
+
+
+@wrapper("optimizer", "rho", "adaptive")
+def sam(
+    optimizer: GradientTransformation, rho: _Radius = 0.05, adaptive: bool = False
+) -> GradientTransformation:
+    """Sharpness-aware minimisation (SAM, Foret et al. 2021; ASAM, Kwon et al. 2021).
+
+    SAM minimises ``max_{||ε|| <= ρ} L(w + ε)``: each step takes the gradient at the point
+    of (first-order) worst loss within radius ``ρ`` and gives it to ``optimizer``::
+
+        g  = ∇L(w)                        (the incoming updates)
+        ε  = ρ T² g / ||T g||₂            (T = 1 for SAM; T = |w| elementwise for ASAM)
+        g' = ∇L(w + ε)                    (a second gradient, through value_fn)
+        updates, state = optimizer.update(g', state, w, **extras)
+
+    ``||·||₂`` is the norm over all parameters (the implementation of Foret et al., and of
+    Kwon et al. with ``T_w = |w|``, without ASAM's offset η); ``1e-12`` is added to it so a
+    zero gradient gives ``ε = 0``. The second gradient comes from the keyword extra
+    ``value_fn`` (the loss on the same batch as a function of the params), which
+    :func:`gdopt.fit` and :func:`gdopt.make_step` pass to every ``update``: use ``sam`` as
+    the outermost transformation (its incoming updates must be the gradient of
+    ``value_fn``). Each step costs two gradients. The other extras are passed to
+    ``optimizer`` unchanged. Packable when ``optimizer`` is (ε is elementwise times a
+    global norm).
+
+    Args:
+      optimizer: the base optimizer, e.g. ``gdopt.sgd(0.1, momentum=0.9)``.
+      rho: the neighbourhood radius ``ρ`` > 0 (Foret et al. use 0.05; ASAM's scale-invariant
+        radius is larger, e.g. 0.5 to 2).
+      adaptive: ASAM's scale-invariant neighbourhood (``T = |w|``).
+
+    Returns:
+      A transformation whose state is ``optimizer``'s; its ``update`` needs ``params`` and
+      the ``value_fn`` extra.
+
+    References:
+      Foret, Kleiner, Mobahi & Neyshabur, "Sharpness-Aware Minimization for Efficiently
+      Improving Generalization", ICLR 2021, https://arxiv.org/abs/2010.01412; Kwon, Kim,
+      Park & Choi, "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant Learning
+      of Deep Neural Networks", ICML 2021, https://arxiv.org/abs/2102.11600.
+
+    >>> import gdopt, jax, jax.numpy as jnp
+    >>> loss = lambda p: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * p ** 2)
+    >>> opt = sam(gdopt.sgd(0.1), rho=0.1)
+    >>> p = jnp.array([3.0, 0.0])
+    >>> g = jax.grad(loss)(p)                       # (3, 0): ε = (0.1, 0)
+    >>> u, s = opt.update(g, opt.init(p), p, value_fn=loss)
+    >>> [round(float(v), 4) for v in u]             # -0.1 * ∇L(3.1, 0)
+    [-0.31, 0.0]
+    """
+
+    def init(params):
+        return optimizer.init(params)
+
+    def update(updates, state, params=None, **extra):
+        need_params(params, "sam", "the second gradient is taken at params + ε")
+        value_fn = extra.get("value_fn")
+        if value_fn is None:
+            raise ValueError(
+                "sam needs the keyword extra 'value_fn' (the loss on the same batch as a "
+                "function of the params): gdopt.fit and gdopt.make_step pass it; by hand call "
+                "opt.update(grads, state, params, value_fn=lambda p: loss_fn(p, batch))."
+            )
+        if not callable(value_fn):
+            raise TypeError(f"sam: value_fn must be a callable params -> scalar, got {value_fn!r}.")
+        if adaptive:
+            scaled = tree_map(lambda g, w: num.mul(g, jnp.abs(w)), updates, params)
+        else:
+            scaled = updates
+        factor = num.div(rho, num.add(tree_l2_norm(scaled), 1e-12))
+
+        def perturb(w, g):
+            if g is None:
+                return w
+            e = num.mul(g, jnp.square(jnp.abs(w))) if adaptive else g
+            return num.add(w, num.mul(factor, e)).astype(jnp.asarray(w).dtype)
+
+        perturbed = tree_map(perturb, params, updates)
+        sharp_grads = jax.grad(lambda p: jnp.asarray(value_fn(p)))(perturbed)
+        sharp_grads = tree_map(lambda u, g: g.astype(u.dtype), updates, sharp_grads)
+        return optimizer.update(sharp_grads, state, params, **extra)
 
     return GradientTransformation(init, update)
 

@@ -222,3 +222,114 @@ def test_ema_params_by_hand():
     assert_trajectories_close(traj, run_trajectory(gdopt.sgd(0.1), PARAMS, GRADS[:10]))
     with pytest.raises(ValueError, match="decay"):
         gdopt.ema_params(gdopt.sgd(0.1), decay=1.0)
+
+
+# ----------------------------------------------------------------------------- sam
+
+_SAM_A = np.array([1.0, 4.0])
+_SAM_C = 3.0
+
+
+def _sam_loss(p):
+    return 0.5 * jnp.sum(jnp.asarray(_SAM_A, jnp.float32) * p["w"] ** 2) + 0.5 * _SAM_C * jnp.sum(
+        p["b"] ** 2
+    )
+
+
+def _sam_grad_np(w, b):
+    return _SAM_A * w, _SAM_C * b
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_two_hand_computed_steps_with_momentum(adaptive):
+    """Foret et al.: ε = ρ g / ||g||; ASAM (Kwon et al.): ε = ρ |w|² g / |||w| g||; the inner
+    SGD with momentum 0.9 gets ∇L(w + ε)."""
+    rho, lr, mom = 0.1, 0.1, 0.9
+    opt = gdopt.sam(gdopt.sgd(lr, momentum=mom), rho=rho, adaptive=adaptive)
+    p = {"w": jnp.array([1.0, 1.0]), "b": jnp.array([2.0])}
+    state = opt.init(p)
+    w, b = np.array([1.0, 1.0]), np.array([2.0])
+    trace_w, trace_b = np.zeros(2), np.zeros(1)
+    for _ in range(2):
+        gw, gb = _sam_grad_np(w, b)
+        tw, tb = (np.abs(w), np.abs(b)) if adaptive else (1.0, 1.0)
+        norm = np.sqrt(np.sum((tw * gw) ** 2) + np.sum((tb * gb) ** 2))
+        ew, eb = rho * tw**2 * gw / norm, rho * tb**2 * gb / norm
+        sw, sb = _sam_grad_np(w + ew, b + eb)
+        trace_w, trace_b = mom * trace_w + sw, mom * trace_b + sb
+        w, b = w - lr * trace_w, b - lr * trace_b
+        updates, state = opt.update(jax.grad(_sam_loss)(p), state, p, value_fn=_sam_loss)
+        p = gdopt.apply_updates(p, updates)
+        np.testing.assert_allclose(p["w"], w, rtol=1e-6)
+        np.testing.assert_allclose(p["b"], b, rtol=1e-6)
+
+
+def test_sam_in_fit_and_make_step_packed_and_not():
+    x = jax.random.normal(jax.random.PRNGKey(0), (32, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5])
+    loss = lambda p, batch: jnp.mean((batch[0] @ p["w"] + p["b"] - batch[1]) ** 2)  # noqa: E731
+    p0 = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    opt = gdopt.sam(gdopt.sgd(0.05), rho=0.05)
+    assert gdopt.is_packable(opt)
+    step = gdopt.make_step(loss, opt, donate=False)
+    p, s = p0, opt.init(p0)
+    for _ in range(5):
+        p, s, _ = step(p, s, (x, y))
+    for pack in (False, True):
+        res = gdopt.fit(loss, p0, opt, (x, y), epochs=5, pack=pack)
+        assert res.packed is pack
+        for k in p:
+            np.testing.assert_allclose(res.params[k], p[k], rtol=1e-5, atol=1e-7)
+    # it is not plain SGD
+    plain = gdopt.fit(loss, p0, gdopt.sgd(0.05), (x, y), epochs=5)
+    assert not np.allclose(plain.params["w"], p["w"], rtol=1e-4)
+
+
+def test_sam_lowers_sharpness_on_the_digits_mlp():
+    """Fixed seeds: SGD with and without SAM (ρ = 0.1), 5 epochs of mini-batches of 32 on the
+    digits MLP 64-64-10: SAM ends flatter (a lower top Hessian eigenvalue) and its test
+    accuracy is at most 1 point lower."""
+    problem = gdopt.problems.get_problem("digits-mlp")
+    params = problem.init_params(jax.random.PRNGKey(0))
+    out = {}
+    for name, opt in (("sgd", gdopt.sgd(0.1)), ("sam", gdopt.sam(gdopt.sgd(0.1), rho=0.1))):
+        res = gdopt.fit(
+            problem.loss_fn, params, opt, problem.train, epochs=5, batch_size=32,
+            key=jax.random.PRNGKey(1),
+        )  # fmt: skip
+        top = gdopt.landscape.hessian_eigenvalues(
+            problem.loss_fn, res.params, problem.train, num_iters=20
+        )
+        out[name] = (float(top[0]), float(problem.accuracy_fn(res.params, problem.test)))
+    assert out["sam"][0] < 0.95 * out["sgd"][0]
+    assert out["sam"][1] >= out["sgd"][1] - 0.01
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (
+            lambda: gdopt.sam(gdopt.sgd(0.1), rho=0.0),
+            ValueError,
+            r"rho must be a finite number in \(0",
+        ),
+        (lambda: gdopt.sam(gdopt.sgd(0.1), rho=-0.05), ValueError, "rho must be"),
+        (lambda: gdopt.sam(gdopt.sgd, rho=0.05), TypeError, "sam's optimizer must be"),
+        (
+            lambda: gdopt.sam(gdopt.sgd(0.1)).update(
+                {"w": jnp.ones(2)}, gdopt.sgd(0.1).init({"w": jnp.ones(2)}), {"w": jnp.ones(2)}
+            ),
+            ValueError,
+            "sam needs the keyword extra 'value_fn'",
+        ),
+        (
+            lambda: gdopt.sam(gdopt.sgd(0.1)).update({"w": jnp.ones(2)}, (), None, value_fn=len),
+            ValueError,
+            "sam needs the current parameters",
+        ),
+    ],
+    ids=["rho=0", "rho<0", "optimizer not built", "no value_fn", "no params"],
+)
+def test_sam_validation(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
