@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,6 +51,8 @@ __all__ = [
     "minimum",
     "where",
     "clip",
+    "follow_sharding",
+    "second_moment_dtype",
 ]
 
 
@@ -99,6 +102,78 @@ def map_leaves(fn: Callable[..., tuple], n_out: int, first: Any, *rest: Any) -> 
         for o, r in zip(outs, res, strict=True):
             o.append(r)
     return tuple(treedef.unflatten(o) for o in outs)
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+def _on_mesh(x: Any) -> bool:
+    """``x`` is a traced floating-point array (not a scalar) of a trace on a device mesh."""
+    if not isinstance(x, jax.core.Tracer) or not np.ndim(x):
+        return False
+    aval = jax.typeof(x)
+    mesh = getattr(getattr(aval, "sharding", None), "mesh", None)
+    return mesh is not None and not mesh.empty and jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+def follow_mesh(tree: Any, params: Any) -> Any:
+    """``tree`` (values that do not depend on the parameters: hyperparameters, counts)
+    computed on the device mesh of ``params`` inside a trace.
+
+    A state none of whose arrays depends on the parameters (``sgd``'s hyperparameters) would
+    make ``jax.jit(opt.init)`` drop the parameters and run on the default device. Each leaf
+    is therefore selected by an always-true scalar computed from the first parameter on a
+    mesh (``all(isfinite | ~isfinite)``, one reduction at init): the values are unchanged and
+    replicated on that mesh. Outside such a trace ``tree`` is returned as it is.
+
+    >>> follow_mesh({"lr": jnp.float32(0.1)}, {"w": jnp.ones(2)})["lr"].tolist()
+    0.10000000149011612
+    """
+    anchor = next((p for p in jax.tree.leaves(params) if _on_mesh(p)), None)
+    if anchor is None:
+        return tree
+    finite = jnp.isfinite(anchor)
+    always = jnp.all(jnp.logical_or(finite, jnp.logical_not(finite)))
+
+    def tie(x: Any) -> Any:
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            other = jnp.full_like(x, jnp.nan)
+        elif x.dtype == jnp.bool_:
+            other = jnp.logical_not(x)
+        else:
+            other = x + jnp.ones_like(x)
+        return jax.lax.select(jnp.broadcast_to(always, x.shape), x, other)
+
+    return jax.tree.map(tie, tree)
+
+
+def follow_sharding(new: jax.Array, like: Any) -> jax.Array:
+    """``new``, a fresh array with the shape of ``like``, placed where ``like`` is.
+
+    How optimizer states follow their parameters (``jax.jit(opt.init)`` on sharded
+    parameters). Outside ``jit``, ``jnp.*_like`` already puts its result on the leaf's
+    sharding. Inside a trace whose arguments live on a device mesh, a fresh constant does not
+    depend on the leaf: ``jit`` drops the unused argument (the result lands on one device, or
+    an explicit-sharding trace fails without ``jax.set_mesh``), and with ``Auto`` mesh axes
+    the compiler replicates it. So ``new`` is selected by an always-true predicate computed
+    from ``like`` (``isfinite | ~isfinite``), which the compiler cannot fold before it
+    propagates shardings: the value is exactly ``new``, the sharding ``like``'s. Traces
+    without a mesh (one device), other shapes and non-float leaves get ``new`` unchanged,
+    so single-device programs are not touched.
+
+    >>> follow_sharding(jnp.zeros(2), jnp.ones(2)).tolist()
+    [0.0, 0.0]
+    """
+    if not _on_mesh(like) or np.shape(new) != np.shape(like):
+        return new
+    aval = jax.typeof(like)
+    if jax.typeof(new).sharding != aval.sharding:  # explicit axes: shardings are types
+        new = jax.sharding.reshard(new, aval.sharding)
+    finite = jnp.isfinite(like)
+    always = jnp.logical_or(finite, jnp.logical_not(finite))
+    other = jnp.real(like) if jnp.iscomplexobj(like) and not jnp.iscomplexobj(new) else like
+    return jax.lax.select(always, new, other.astype(new.dtype))
 
 
 # ----------------------------------------------------------------------------- dtypes
@@ -350,6 +425,19 @@ def update_moment(updates: jax.Array, moments: jax.Array, decay: Any, order: int
             g = cast_to(g, md)
     x = g if order == 1 else (abs_sq(g) if order == 2 else jnp.abs(g) ** order)
     return add(mul(1 - decay, x), mul(decay, m))
+
+
+def second_moment_dtype(param_dtype: Any) -> Any:
+    """The default dtype of a second moment (``v ≈ g²``) of parameters of ``param_dtype``:
+    float32 for float16 (whose smallest normal, 6e-5, makes ``(1 - β2) g²`` of gradients
+    below about 0.2 underflow or lose precision), the parameters' own dtype otherwise
+    (bfloat16 has float32's exponent range).
+
+    >>> second_moment_dtype(jnp.float16), second_moment_dtype(jnp.bfloat16)
+    (dtype('float32'), dtype(bfloat16))
+    """
+    dtype = jnp.dtype(param_dtype)
+    return jnp.dtype(jnp.float32) if dtype == jnp.float16 else dtype
 
 
 def bias_correction_factor(decay: Any, count: jax.Array) -> jax.Array:

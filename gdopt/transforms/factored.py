@@ -23,6 +23,7 @@ from gdopt._numerics import (
     add,
     as_float32,
     cast_tree_like,
+    follow_sharding,
     is_none,
     map_leaves,
     mul,
@@ -115,7 +116,17 @@ def scale_by_sm3(
             dtype = jnp.asarray(p).dtype
             if jnp.issubdtype(dtype, jnp.complexfloating):
                 raise TypeError("scale_by_sm3 supports real parameters only, got complex ones.")
-            return [jnp.zeros(s, dtype) for s in _sm3_accumulator_shapes(np.shape(p))]
+            shapes = _sm3_accumulator_shapes(np.shape(p))
+            if len(shapes) == 1:  # a vector or scalar: its own shape (and sharding)
+                return [follow_sharding(jnp.zeros(shapes[0], dtype), p)]
+            zeros = jnp.zeros(np.shape(p), dtype)
+            placed = follow_sharding(zeros, p)
+            if placed is zeros:  # no mesh in the trace: plain vectors
+                return [jnp.zeros(s, dtype) for s in shapes]
+            # on a mesh, axis i's accumulator is sharded as p's dimension i (a reduction of
+            # zeros placed like p), so update keeps the sharding init gave it
+            dims = range(len(shapes))
+            return [jnp.max(placed, axis=tuple(j for j in dims if j != i)) for i in dims]
 
         return ScaleBySM3State(mu=tree_map(accumulators, params), nu=tree_zeros_like(params))
 
@@ -262,7 +273,7 @@ def scale_by_factored_rms(
             dims = _factored_dims(p.shape, factored, min_dim_size_to_factor)
             empty = jnp.zeros((1,), p.dtype)  # an unused slot, shaped as optax's
             if dims is None:
-                return empty, empty, jnp.zeros_like(p)
+                return empty, empty, follow_sharding(jnp.zeros_like(p), p)
             d_second, d_largest = dims
             row = jnp.zeros(np.delete(p.shape, d_largest), p.dtype)
             col = jnp.zeros(np.delete(p.shape, d_second), p.dtype)

@@ -713,8 +713,10 @@ def scale_by_lbfgs(
 
     def init(params):
         dtype = _value_dtype(params)
+        # each memory slot placed like its parameter (tree_zeros_like follows shardings)
         stacked = jax.tree.map(
-            lambda p: jnp.zeros((memory_size, *jnp.shape(p)), jnp.asarray(p).dtype), params
+            lambda z: jnp.broadcast_to(z, (memory_size, *jnp.shape(z))).astype(z.dtype),
+            tree_zeros_like(params),
         )
         return ScaleByLBFGSState(
             count=jnp.zeros([], jnp.int32),

@@ -85,6 +85,16 @@ __all__ = [
 ]
 
 
+def second_moment_zeros(params: Any, nu_dtype: Any = None) -> Any:
+    """Zeros for a second moment of ``params``: in ``nu_dtype`` if given, else each leaf's
+    :func:`gdopt._numerics.second_moment_dtype` (float32 for float16 leaves)."""
+    if nu_dtype is not None:
+        return tree_zeros_like(params, dtype=nu_dtype)
+    return jax.tree.map(
+        lambda x: tree_zeros_like(x, dtype=num.second_moment_dtype(jnp.result_type(x))), params
+    )
+
+
 class TraceState(NamedTuple):
     """The momentum buffer (a pytree like the params)."""
 
@@ -210,7 +220,8 @@ def scale_by_adam(
       eps_root: added inside the square root (useful when differentiating through Adam).
       mu_dtype: dtype of ``m`` (e.g. ``jnp.bfloat16`` halves its memory); default params'.
       nesterov: Nesterov momentum (NAdam, Dozat 2016).
-      nu_dtype: dtype of ``v``; default params'.
+      nu_dtype: dtype of ``v``; default params' (float32 for float16 params: float16 cannot
+        hold ``(1 - β2) g²`` of small gradients).
 
     References:
       Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
@@ -226,7 +237,7 @@ def scale_by_adam(
         return ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_zeros_like(params, dtype=nu_dtype),
+            nu=second_moment_zeros(params, nu_dtype),
         )
 
     def update(updates, state, params=None, **extra):
@@ -495,7 +506,7 @@ def scale_by_amsgrad(
       mu_dtype: dtype of ``m`` (default: the params').
       bias_correction_mu: divide ``m`` by ``1 - β1^t``.
       bias_correction_nu: take the maximum of ``v_t / (1 - β2^t)`` instead of ``v_t``.
-      nu_dtype: dtype of ``v`` and ``v_max`` (default: the params').
+      nu_dtype: dtype of ``v`` and ``v_max`` (default: the params', float32 for float16).
 
     Returns:
       The transformation; its state is a :class:`ScaleByAmsgradState`.
@@ -515,8 +526,8 @@ def scale_by_amsgrad(
         return ScaleByAmsgradState(
             count=jnp.zeros([], jnp.int32),
             mu=tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_zeros_like(params, dtype=nu_dtype),
-            nu_max=tree_zeros_like(params, dtype=nu_dtype),
+            nu=second_moment_zeros(params, nu_dtype),
+            nu_max=second_moment_zeros(params, nu_dtype),
         )
 
     def update(updates, state, params=None, **extra):
@@ -657,7 +668,8 @@ def scale_by_belief(
       eps_root: added to ``s`` at every step, inside the square root (>= 0), as in the paper's
         Algorithm 2.
       nesterov: Nesterov's look-ahead mean.
-      mu_dtype, nu_dtype: dtypes of ``m`` and ``s`` (default: the params').
+      mu_dtype, nu_dtype: dtypes of ``m`` and ``s`` (default: the params', ``s`` float32
+        for float16 params).
 
     Returns:
       The transformation; its state is a :class:`ScaleByBeliefState`.
@@ -676,7 +688,7 @@ def scale_by_belief(
         return ScaleByBeliefState(
             count=jnp.zeros([], jnp.int32),
             mu=tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_zeros_like(params, dtype=nu_dtype),
+            nu=second_moment_zeros(params, nu_dtype),
         )
 
     def update(updates, state, params=None, **extra):
@@ -879,7 +891,8 @@ def scale_by_radam(
       threshold: the rectification threshold on ``ρ_t``, >= 4 (``r_t`` is imaginary for
         ``2 < ρ_t < 4``).
       nesterov: Nesterov's look-ahead mean (as in :func:`scale_by_belief`).
-      mu_dtype, nu_dtype: dtypes of ``m`` and ``v`` (default: the params').
+      mu_dtype, nu_dtype: dtypes of ``m`` and ``v`` (default: the params', ``v`` float32
+        for float16 params).
 
     Returns:
       The transformation; its state is a :class:`ScaleByAdamState`.
@@ -898,7 +911,7 @@ def scale_by_radam(
         return ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=tree_zeros_like(params, dtype=mu_dtype),
-            nu=tree_zeros_like(params, dtype=nu_dtype),
+            nu=second_moment_zeros(params, nu_dtype),
         )
 
     def update(updates, state, params=None, **extra):
