@@ -50,13 +50,18 @@ Scalar = float | jax.Array
 
 
 def _check_steps(name: str, value: Any, minimum: int = 0) -> None:
-    """A step count: a Python (or NumPy) integer >= ``minimum``."""
+    """A step count: a finite Python (or NumPy) number >= ``minimum``.
+
+    As in optax, a float is accepted (``transition_steps=22.0``, what configurations computed
+    as ``epochs * steps_per_epoch`` give); the schedule then computes with it as given.
+    """
     if (
-        not isinstance(value, (int, np.integer))
+        not isinstance(value, (int, float, np.integer, np.floating))
         or isinstance(value, (bool, np.bool_))
+        or not np.isfinite(value)
         or value < minimum
     ):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise ValueError(f"{name} must be a number >= {minimum} (a step count), got {value!r}.")
 
 
 def _check_scales(name: str, boundaries_and_scales: Mapping[int, Any] | None) -> list:
@@ -129,7 +134,8 @@ def polynomial_schedule(
         return constant_schedule(init_value)
 
     def schedule(count):
-        s = jnp.clip(jnp.asarray(count) - transition_begin, 0, transition_steps)
+        # float step counts (as optax accepts): promoted as standard promotion does
+        s = num.clip(num.sub(jnp.asarray(count), transition_begin), 0, transition_steps)
         frac = jnp.maximum(1.0 - s / transition_steps, 0.0)  # XLA may round 1 - T/T below 0
         # the values may be arrays of another dtype: promotions explicit (num.mul...)
         return num.add(num.mul(init_value - end_value, _power(frac, power)), end_value)
@@ -275,7 +281,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
         count = jnp.asarray(count)
         out = schedules[0](count)
         for boundary, sched in zip(boundaries, schedules[1:], strict=True):
-            out = num.where(count < boundary, out, sched(count - boundary))
+            before = jnp.less(*num.promote(count, boundary))
+            out = num.where(before, out, sched(num.sub(count, boundary)))
         return out
 
     return schedule
@@ -307,9 +314,10 @@ def warmup_cosine_decay_schedule(
     [0.0, 0.5, 1.0, 0.5, 0.0]
     """
     _check_steps("warmup_steps", warmup_steps)
-    if not isinstance(decay_steps, (int, np.integer)) or decay_steps <= warmup_steps:
+    _check_steps("decay_steps", decay_steps)
+    if decay_steps <= warmup_steps:
         raise ValueError(
-            f"decay_steps ({decay_steps!r}) must be an integer larger than warmup_steps "
+            f"decay_steps ({decay_steps!r}) must be larger than warmup_steps "
             f"({warmup_steps}): it counts the whole schedule, warm-up included."
         )
     nonzero = jnp.asarray(peak_value) != 0
@@ -347,7 +355,8 @@ def piecewise_constant_schedule(
         count = jnp.asarray(count)
         value = jnp.asarray(init_value, dtype=float)
         for boundary, scale in items:
-            value = num.where(count >= boundary, num.mul(value, scale), value)
+            after = jnp.greater_equal(*num.promote(count, boundary))
+            value = num.where(after, num.mul(value, scale), value)
         return value
 
     return schedule
@@ -399,8 +408,9 @@ def piecewise_interpolate_schedule(
         out = num.add(jnp.asarray(values[-1], dtype=float), 0 * count)
         for i in reversed(range(len(items))):
             lo, hi = bounds[i], bounds[i + 1]
-            pct = (count - lo) / max(hi - lo, 1)
-            out = num.where(count < hi, interp(values[i], values[i + 1], pct), out)
+            pct = num.div(num.sub(count, lo), max(hi - lo, 1))
+            before = jnp.less(*num.promote(count, hi))
+            out = num.where(before, interp(values[i], values[i + 1], pct), out)
         return out
 
     return schedule
@@ -836,3 +846,16 @@ def reduce_on_plateau(
         return out, new_state
 
     return GradientTransformation(init, update)
+
+
+def __getattr__(name: str) -> Any:
+    """``gdopt.schedules.inject_hyperparams`` and ``InjectHyperparamsState``, as in optax.
+
+    They live in :mod:`gdopt.hyperparams` (a layer below this one); optax also offers them
+    under ``optax.schedules``, so they are looked up here on first use.
+    """
+    if name in ("inject_hyperparams", "InjectHyperparamsState"):
+        from gdopt import hyperparams
+
+        return getattr(hyperparams, name)
+    raise AttributeError(f"module 'gdopt.schedules' has no attribute {name!r}")

@@ -246,7 +246,9 @@ def test_schedule_inside_an_optimizer():
             lambda: gdopt.join_schedules([gdopt.constant_schedule(1.0)] * 3, [5, 2]),
             "increasing",
         ),
-        (lambda: gdopt.warmup_constant_schedule(0.0, 1.0, 2.5), "warmup_steps"),
+        (lambda: gdopt.warmup_constant_schedule(0.0, 1.0, -2.5), "warmup_steps"),
+        (lambda: gdopt.linear_schedule(1.0, 0.0, float("nan")), "transition_steps"),
+        (lambda: gdopt.linear_schedule(1.0, 0.0, True), "transition_steps"),
         (lambda: gdopt.linear_onecycle_schedule(0, 1.0), "transition_steps"),
         (lambda: gdopt.linear_onecycle_schedule(100, 1.0, pct_start=0.9), "distinct"),
         (lambda: gdopt.cosine_onecycle_schedule(100, 1.0, pct_start=1.5), "pct_start"),
@@ -349,3 +351,72 @@ def test_reduce_on_plateau_needs_value():
 def test_reduce_on_plateau_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gdopt.reduce_on_plateau(**kwargs)
+
+
+# ----------------------------------------------------------------------------- float step counts
+
+
+FLOAT_STEP_CASES = [
+    (
+        "linear_schedule",
+        dict(init_value=1.0, end_value=0.1, transition_steps=22.0, transition_begin=3.0),
+    ),
+    (
+        "polynomial_schedule",
+        dict(init_value=1.0, end_value=0.1, power=2, transition_steps=22.0, transition_begin=3.0),
+    ),
+    (
+        "exponential_decay",
+        dict(
+            init_value=1.0,
+            transition_steps=7.0,
+            decay_rate=0.5,
+            transition_begin=2.0,
+            staircase=True,
+        ),
+    ),
+    ("cosine_decay_schedule", dict(init_value=1.0, decay_steps=30.0, alpha=0.1)),
+    (
+        "warmup_cosine_decay_schedule",
+        dict(init_value=0.0, peak_value=1.0, warmup_steps=5.0, decay_steps=30.0),
+    ),
+    ("warmup_constant_schedule", dict(init_value=0.0, peak_value=1.0, warmup_steps=5.0)),
+    (
+        "warmup_exponential_decay_schedule",
+        dict(
+            init_value=0.0, peak_value=1.0, warmup_steps=5.0, transition_steps=4.0, decay_rate=0.5
+        ),
+    ),
+    ("linear_onecycle_schedule", dict(transition_steps=30.0, peak_value=1.0)),
+    ("cosine_onecycle_schedule", dict(transition_steps=30.0, peak_value=1.0)),
+    (
+        "piecewise_constant_schedule",
+        dict(init_value=1.0, boundaries_and_scales={5.0: 0.5, 10: 0.1}),
+    ),
+    (
+        "piecewise_interpolate_schedule",
+        dict(
+            interpolate_type="cosine", init_value=1.0, boundaries_and_scales={5.0: 0.5, 12.5: 0.1}
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), FLOAT_STEP_CASES, ids=[c[0] for c in FLOAT_STEP_CASES])
+def test_float_step_counts_are_accepted_as_optax_accepts_them(name, kwargs):
+    """Flax's ImageNet configuration passes ``steps_per_epoch * epochs`` as a float."""
+    # strongly typed int32 counts, as an optimizer's state holds them
+    steps = [jnp.asarray(t, jnp.int32) for t in range(0, 40, 3)]
+    ours = getattr(gdopt, name)(**kwargs)
+    got = np.array([ours(t) for t in steps])
+    with oracle():
+        ref_fn = getattr(optax, name)(**kwargs)
+        ref = np.array([ref_fn(t) for t in steps])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_optax_schedules_namespace_has_inject_hyperparams():
+    assert gdopt.schedules.inject_hyperparams is gdopt.inject_hyperparams
+    assert gdopt.schedules.InjectHyperparamsState is gdopt.InjectHyperparamsState
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        gdopt.schedules.nonexistent  # noqa: B018

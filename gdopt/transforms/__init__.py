@@ -15,6 +15,29 @@ and at the top level of :mod:`gdopt`:
 * :mod:`~gdopt.transforms.linesearch`: backtracking and strong-Wolfe line searches, L-BFGS.
 """
 
+# optax.transforms also holds optax's combinators and wrappers: the same objects here (they
+# live in gdopt.combinators and gdopt.wrappers and are not part of this package's __all__).
+from gdopt.combinators import (  # noqa: E402
+    MaskedState,
+    PartitionState,
+    chain,
+    freeze,
+    masked,
+    named_chain,
+    partition,
+    selective_transform,
+)
+from gdopt.extras import (  # noqa: E402
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    conditionally_mask,
+    conditionally_transform,
+    flatten,
+    per_example_layer_norm_clip,
+    skip_large_updates,
+    skip_not_finite,
+    unitwise_clip,
+)
 from gdopt.transforms import (
     clipping,
     constraints,
@@ -37,6 +60,12 @@ from gdopt.transforms.normalization import *
 from gdopt.transforms.regularization import *
 from gdopt.transforms.scaling import *
 from gdopt.transforms.second_order import *
+from gdopt.wrappers import (  # noqa: E402
+    ApplyIfFiniteState,
+    MultiSteps,
+    MultiStepsState,
+    apply_if_finite,
+)
 
 __all__: list[str] = []
 __all__ += scaling.__all__
