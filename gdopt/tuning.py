@@ -34,6 +34,7 @@ from gdopt._validation import check_callable, check_choice, check_int, check_key
 from gdopt.base import GradientTransformation, apply_updates
 from gdopt.batching import check_batch_size, dataset_size
 from gdopt.engine import FitState, History, init_fit_state, make_train_fn
+from gdopt.engine.core import DIAGNOSTICS, check_record
 from gdopt.hyperparams import get_hyperparams, rebuild_with_hyperparams, set_hyperparams
 from gdopt.packing import Layout, layout_for
 from gdopt.tree import check_float_leaves
@@ -369,8 +370,24 @@ class _Plan:
         patience: int,
         pack: bool | None,
         metric: str | None,
+        mesh: Any = None,
+        data_axis: str = "data",
+        record: str = "epoch",
+        diagnostics: bool = False,
     ) -> None:
         check_callable("loss_fn", loss_fn)
+        self.record = check_record(record)
+        self.diagnostics = bool(diagnostics)
+        self.mesh = None
+        if mesh is not None:  # the runs split over data_axis (gdopt.sharding.shard_runs)
+            from gdopt import sharding
+
+            if not isinstance(data_axis, str):
+                raise TypeError(
+                    f"data_axis must be a string (a mesh axis name), got {data_axis!r}."
+                )
+            self.mesh = sharding.make_mesh(mesh, data_axis)
+        self.data_axis = data_axis
         if accuracy_fn is not None:
             check_callable("accuracy_fn", accuracy_fn)
         n = dataset_size(data)
@@ -402,8 +419,10 @@ class _Plan:
         self.loss_fn, self.accuracy_fn, self.optimizer = loss_fn, accuracy_fn, optimizer
         self.batch_size, self.tol, self.patience = batch_size, tol, patience
         self.layout: Layout = layout_for(template, optimizer, pack)
-        self.data = jax.tree.map(jnp.asarray, data)
-        self.eval_data = None if eval_data is None else jax.tree.map(jnp.asarray, eval_data)
+        self.data = self.replicate(jax.tree.map(jnp.asarray, data))
+        self.eval_data = (
+            None if eval_data is None else self.replicate(jax.tree.map(jnp.asarray, eval_data))
+        )
         self.opt_key, self.keep = _compile.optimizer_key(optimizer)
         self.key_axis = None if seed_list is None else 0
         self.params = None if self.init_fn is not None else params
@@ -412,6 +431,19 @@ class _Plan:
     @property
     def size(self) -> int:
         return len(self.configs)
+
+    @property
+    def devices(self) -> int:
+        """How many devices the runs are split over (1 without a mesh)."""
+        return 1 if self.mesh is None else int(self.mesh.shape[self.data_axis])
+
+    def replicate(self, tree: Any) -> Any:
+        """``tree`` on every device of the mesh (every run reads all of the data)."""
+        if self.mesh is None:
+            return tree
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
 
     def values(self, idx: np.ndarray) -> dict[str, jax.Array]:
         return {n: jnp.asarray([self.configs[i][n] for i in idx], jnp.float32) for n in self.names}
@@ -442,11 +474,41 @@ class _Plan:
 
     def train(self, state: FitState, idx: np.ndarray, n_epochs: int, stop: int):
         """Run the stacked ``state`` (runs ``idx``) for ``n_epochs`` epochs, up to epoch
-        ``stop``; returns the new state and the history as NumPy arrays."""
+        ``stop``; returns the new state and the history as NumPy arrays.
+
+        On a mesh the K runs are padded to a multiple of the data axis size (copies of the
+        last run, dropped from what is returned) and split over that axis
+        (:func:`gdopt.sharding.shard_runs`): each device trains whole runs, so the numbers
+        are those of one device."""
+        k = len(idx)
+        pad = -k % self.devices
+        if pad:
+            idx = np.concatenate([idx, np.full(pad, idx[-1])])
+            state = jax.tree.map(
+                lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), state
+            )
         keys = self.keys(idx) if self.key_axis == 0 else self.key
         stop_epoch = jnp.asarray(stop, jnp.int32)
+        if self.mesh is not None:
+            from gdopt import sharding
+
+            state = sharding.shard_runs(state, self.mesh, self.data_axis)
+            keys = (
+                sharding.shard_runs(keys, self.mesh, self.data_axis)
+                if self.key_axis == 0
+                else self.replicate(keys)
+            )
+            stop_epoch = self.replicate(stop_epoch)
         args = (state, self.data, keys, self.eval_data, stop_epoch)
-        options = (n_epochs, self.batch_size, self.tol, self.patience, self.layout.packed)
+        options = (
+            n_epochs,
+            self.batch_size,
+            self.tol,
+            self.patience,
+            self.layout.packed,
+            self.record,
+            self.diagnostics,
+        )
 
         def build() -> Any:
             train = make_train_fn(
@@ -458,6 +520,8 @@ class _Plan:
                 tol=self.tol,
                 patience=self.patience,
                 pack=self.layout,
+                record=self.record,
+                diagnostics=self.diagnostics,
             )
             vtrain = jax.vmap(train, in_axes=(0, None, self.key_axis, None, None))
             return jax.jit(vtrain, donate_argnums=0)
@@ -473,7 +537,11 @@ class _Plan:
         run, seconds = _compile.compiled(key, self.keep, build, *args)
         self.compile_time += seconds
         state, hist = run(*args)
-        return state, jax.device_get(hist)
+        hist = jax.device_get(hist)
+        if pad:  # drop the padding runs
+            state = jax.tree.map(lambda x: x[:k], state)
+            hist = jax.tree.map(lambda x: x[:k], hist)
+        return state, hist
 
     def restore(self, params: Any) -> Any:
         """Stacked carried parameters back as the user's pytree (stacked)."""
@@ -511,6 +579,8 @@ class _Runs:
         self.epochs_run = np.zeros(k, np.int64)
         self.steps_run = np.zeros(k, np.int64)
         self.params: list[Any] = [None] * k
+        self.diags = {name: nan.copy() for name in DIAGNOSTICS} if plan.diagnostics else {}
+        self.step_loss: np.ndarray | None = None  # (k, max_epochs, steps) once known
 
     def record(self, idx: np.ndarray, n_real: int, state: FitState, hist: History) -> None:
         idx = idx[:n_real]
@@ -523,6 +593,14 @@ class _Runs:
             self.eval_loss[i, cols] = np.asarray(hist.eval_loss)[row][ran]
             self.eval_acc[i, cols] = np.asarray(hist.eval_accuracy)[row][ran]
             self.epochs[i, cols] = ep[row][ran]
+            for name, values in self.diags.items():
+                values[i, cols] = np.asarray(getattr(hist, name))[row][ran]
+            if self.plan.record == "step":
+                steps = np.asarray(hist.step_loss)[row]
+                if self.step_loss is None:
+                    shape = (len(self.epochs), self.epochs.shape[1], steps.shape[-1])
+                    self.step_loss = np.full(shape, np.nan, np.float32)
+                self.step_loss[i, cols] = steps[ran]
         self.diverged[idx] = np.asarray(flags[0])[:n_real]
         self.converged[idx] = np.asarray(flags[1])[:n_real]
         self.epochs_run[idx] = np.asarray(flags[2])[:n_real]
@@ -554,6 +632,8 @@ class _Runs:
             eval_loss=self.eval_loss if evaluated else empty,
             eval_accuracy=self.eval_acc if accuracy else empty,
             epochs=self.epochs,
+            **{name: values for name, values in self.diags.items()},
+            **({"step_loss": self.step_loss.reshape(k, -1)} if self.step_loss is not None else {}),
         )
         scores = self.scores(plan.metric)
         return SweepResult(
@@ -612,6 +692,10 @@ def sweep(
     chunk_size: int | None = None,
     pack: bool | None = None,
     metric: str | None = None,
+    mesh: Any = None,
+    data_axis: str = "data",
+    record: str = "epoch",
+    diagnostics: bool = False,
 ) -> SweepResult:
     """Train K configurations of ``optimizer`` at once: one compiled, vectorised program.
 
@@ -658,6 +742,17 @@ def sweep(
         memory); the chunks run one after another through the same compiled program.
       metric: what ``best_index``/``table`` rank by: ``"train_loss"``, ``"eval_loss"`` or
         ``"eval_accuracy"``; default ``"eval_loss"`` with ``eval_data``, else ``"train_loss"``.
+      mesh: ``None`` (one device), ``"auto"`` (every device on one ``data_axis``) or a
+        :class:`jax.sharding.Mesh`: the K runs are split over ``data_axis``
+        (:func:`gdopt.sharding.shard_runs`; K runs on N devices, K padded to a multiple of N
+        with copies of the last run that are dropped), the data replicated; each device
+        trains whole runs, so the result equals the sweep on one device and its ``params``
+        keep the runs split over the devices (docs/distributed.md).
+      data_axis: the mesh axis the runs are split over (named as in ``fit``).
+      record, diagnostics: as for ``fit``: ``record="step"`` adds every step's loss
+        (``history.step_loss``, shape ``(K, epochs * steps_per_epoch)``, NaN where a run did
+        not run), ``diagnostics=True`` the per-epoch gradient and update norms, their ratio
+        to the parameter norm and the effective step size (shape ``(K, epochs)`` each).
 
     Returns:
       A :class:`SweepResult` (``result.table()`` prints it sorted).
@@ -665,9 +760,10 @@ def sweep(
     Raises:
       ValueError: ``grid`` and ``configs`` both or neither given, an empty grid, an unknown
         hyperparameter name (the valid ones are listed), a value its constraint rejects,
-        ``seeds`` of 0, bad ``epochs``/``batch_size``/``tol``/``patience``/``chunk_size``.
+        ``seeds`` of 0, bad ``epochs``/``batch_size``/``tol``/``patience``/``chunk_size``,
+        a mesh without devices or without ``data_axis`` (see :func:`gdopt.sharding.check_mesh`).
       TypeError: a value that is not a number, an optimizer without hyperparameters in its
-        state, non-float parameters.
+        state, non-float parameters, a ``mesh`` that is neither ``"auto"`` nor a mesh.
 
     >>> import gdopt, jax, jax.numpy as jnp
     >>> x = jax.random.normal(jax.random.PRNGKey(0), (64, 3)); y = x @ jnp.array([1.0, -2.0, 0.5])
@@ -695,6 +791,10 @@ def sweep(
         patience=patience,
         pack=pack,
         metric=metric,
+        mesh=mesh,
+        data_axis=data_axis,
+        record=record,
+        diagnostics=diagnostics,
     )
     runs = _Runs(plan, epochs)
     out_params = []
@@ -703,7 +803,8 @@ def sweep(
         state = plan.setup(idx)
         state, hist = plan.train(state, idx, epochs, epochs)
         runs.record(idx, n_real, state, hist)
-        out_params.append(_take(state.params, np.arange(n_real)))
+        kept = state.params if n_real == len(idx) else _take(state.params, np.arange(n_real))
+        out_params.append(kept)
     stacked = _stack(out_params) if len(out_params) > 1 else out_params[0]
     return runs.result(plan.restore(stacked), start, (), np.zeros(plan.size, np.int64))
 
@@ -741,6 +842,10 @@ def successive_halving(
     patience: int = 1,
     pack: bool | None = None,
     metric: str | None = None,
+    mesh: Any = None,
+    data_axis: str = "data",
+    record: str = "epoch",
+    diagnostics: bool = False,
 ) -> SweepResult:
     """Successive halving: train every configuration briefly, keep the best ``1/eta``, repeat.
 
@@ -758,7 +863,8 @@ def successive_halving(
       min_epochs: epochs of the first rung (>= 1).
       max_epochs: epochs of the last rung (>= min_epochs).
       others: as for :func:`sweep` (``seeds`` crosses each configuration with seeds; the
-        runs, not the configurations, are ranked).
+        runs, not the configurations, are ranked; with ``mesh`` every rung's runs are split
+        over ``data_axis``, padded to a multiple of its size).
 
     Returns:
       A :class:`SweepResult` over all K runs: each run's history and final values are those
@@ -807,6 +913,10 @@ def successive_halving(
         patience=patience,
         pack=pack,
         metric=metric,
+        mesh=mesh,
+        data_axis=data_axis,
+        record=record,
+        diagnostics=diagnostics,
     )
     runs = _Runs(plan, max_epochs)
     alive = np.arange(plan.size)

@@ -25,3 +25,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402  (after the platform settings)
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+def pytest_sessionfinish(session):
+    from tests.helpers import write_bad_input_counts
+
+    write_bad_input_counts()

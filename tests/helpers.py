@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -192,3 +193,26 @@ class counting_compiles:  # noqa: N801  (used as a context manager, like a funct
     def __exit__(self, *exc: object) -> None:
         self.count = len(_BACKEND_COMPILES) - self._before
         self._cache.__exit__(*exc)
+
+
+_BAD_INPUTS: dict[str, set[str]] = {}
+
+
+def bad_inputs(test_file: str) -> set[str]:
+    """The set a test file adds a description of each distinct bad input it tries to; the
+    counts are written at the end of the run to the file named by ``GDOPT_COUNT_BAD_INPUTS``
+    (``tests/conftest.py``), one line per test file and worker.
+
+    >>> bad_inputs("tests/example.py").add("lr=-1")
+    """
+    return _BAD_INPUTS.setdefault(test_file, set())
+
+
+def write_bad_input_counts() -> None:
+    """Append ``<test file> <count>`` lines to ``$GDOPT_COUNT_BAD_INPUTS`` if it is set."""
+    target = os.environ.get("GDOPT_COUNT_BAD_INPUTS")
+    if target:
+        with open(target, "a") as f:
+            for name, seen in sorted(_BAD_INPUTS.items()):
+                if not name.startswith("tests/example"):
+                    f.write(f"{name} {len(seen)}\n")

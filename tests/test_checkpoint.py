@@ -20,6 +20,7 @@ import pytest
 import gdopt
 from gdopt import checkpoint
 from gdopt.checkpoint import CheckpointError
+from tests.helpers import bad_inputs
 
 pytest.importorskip("orbax.checkpoint")
 
@@ -139,16 +140,7 @@ def test_bad_arguments(tmp_path):
 import hypothesis  # noqa: E402
 import hypothesis.strategies as st  # noqa: E402
 
-BAD_INPUTS: set[str] = set()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _count_bad_inputs():
-    yield
-    target = os.environ.get("GDOPT_COUNT_BAD_INPUTS")
-    if target:
-        with open(target, "a") as f:
-            f.write(f"tests/test_checkpoint.py {len(BAD_INPUTS)}\n")
+BAD_INPUTS = bad_inputs("tests/test_checkpoint.py")
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,13 @@ import pytest
 
 import gdopt
 from gdopt.problems import ill_conditioned_quadratic, rosenbrock
-from tests.helpers import counting_compiles, hard_gradient_sequence, make_params, oracle
+from tests.helpers import (
+    bad_inputs,
+    counting_compiles,
+    hard_gradient_sequence,
+    make_params,
+    oracle,
+)
 from tests.registry import CASES, NAMES, REGISTRY, Spec, values
 
 PARABOLA_TOL = 1e-3
@@ -679,7 +685,6 @@ def test_inject_hyperparams_over_a_named_optimizer_follows_its_schedule_and_writ
 # problem. ``BAD_INPUTS`` collects the distinct bad inputs tried (set GDOPT_COUNT_BAD_INPUTS to
 # a file to have their number written there).
 
-import os  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
 import hypothesis  # noqa: E402
@@ -817,16 +822,7 @@ def test_random_pytrees_deterministic_and_jit_equals_eager(name, tree):
         )
 
 
-BAD_INPUTS: set[str] = set()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _count_bad_inputs():
-    yield
-    target = os.environ.get("GDOPT_COUNT_BAD_INPUTS")
-    if target:
-        with open(target, "a") as f:
-            f.write(f"tests/test_optimizers.py {len(BAD_INPUTS)}\n")
+BAD_INPUTS = bad_inputs("tests/test_optimizers.py")
 
 
 _BAD_NUMBERS = st.sampled_from(

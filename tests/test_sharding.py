@@ -221,6 +221,61 @@ def test_a_sweep_of_runs_split_over_devices_equals_the_same_vmap_on_one_device(r
     assert runs_report["runs_loss_diff"] == 0.0
 
 
+def test_sweep_on_a_mesh_equals_the_sweep_on_one_device(runs_report):
+    # gdopt.sweep(mesh="auto"): 16 learning rates, 2 runs per device, the run axis of the
+    # result's params split over the 8 devices
+    r = runs_report["sweep16"]
+    assert r["diff"] == 0.0 and r["loss_diff"] == 0.0  # whole runs per device: same numbers
+    assert r["runs"] == 16 and r["best"][0] == r["best"][1]
+    assert r["spec"] == "('data',)" and r["devices"] == 8 and r["ref_devices"] == 1
+
+
+def test_a_sweep_not_divisible_by_the_devices_is_padded_and_the_padding_dropped(runs_report):
+    # 12 runs on 8 devices: trained as 16 (4 copies of the last run), 12 returned; 12 rows
+    # cannot be split evenly over 8 devices, so the result is replicated on the mesh
+    r = runs_report["sweep12"]
+    assert r["diff"] == 0.0 and r["loss_diff"] == 0.0
+    assert r["runs"] == 12 and r["best"][0] == r["best"][1]
+    assert r["spec"] == "rep" and r["devices"] == 8
+
+
+def test_successive_halving_on_a_mesh_equals_it_on_one_device(runs_report):
+    r = runs_report["halving"]
+    assert r["rungs"] == [12, 4, 1]  # 12, 4 and 1 runs, each padded to 16 / 8 / 8
+    assert r["diff"] == 0.0 and r["loss_diff"] == 0.0
+    assert r["best"][0] == r["best"][1]
+
+
+def _sweep_on(mesh, **kw):
+    x = jnp.linspace(-1.0, 1.0, 16).reshape(8, 2)
+    loss = lambda p, b: jnp.mean((b @ p) ** 2)  # noqa: E731
+    grid = {"learning_rate": [0.1, 0.2, 0.3]}
+    return gdopt.sweep(loss, jnp.ones(2), gdopt.sgd(0.1), x, epochs=2, grid=grid, mesh=mesh, **kw)
+
+
+def test_sweep_on_a_one_device_mesh_equals_the_sweep_without_one():
+    ref, on = _sweep_on(None), _sweep_on("auto")
+    np.testing.assert_array_equal(np.asarray(on.params), np.asarray(ref.params))
+    np.testing.assert_array_equal(on.final_train_loss, ref.final_train_loss)
+    assert on.params.sharding.spec == P("data")
+
+
+def test_sweep_on_a_mesh_without_the_data_axis_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"data_axis='data' is not an axis of the mesh; its axes are \{'model': 1\}",
+    ):
+        _sweep_on(_one_device_mesh("model"))
+    with pytest.raises(ValueError, match=r"data_axis='runs' is not an axis of the mesh"):
+        _sweep_on(_one_device_mesh("data"), data_axis="runs")
+    with pytest.raises(ValueError, match=r"mesh has no devices"):
+        _sweep_on(Mesh(np.empty((0,), object), ("data",)))
+    with pytest.raises(TypeError, match="mesh must be 'auto', a jax.sharding.Mesh or None"):
+        _sweep_on("all")
+    with pytest.raises(TypeError, match="data_axis must be a string"):
+        _sweep_on("auto", data_axis=0)
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

@@ -78,6 +78,26 @@ def test_sweep_runs_equal_sequential_fit_including_a_diverged_one():
     assert table[1].split()[1] == "0.3" and table[-1].split()[-1] == "diverged"
 
 
+def test_sweep_records_step_losses_and_diagnostics_as_fit_does():
+    lrs = [0.01, 0.1]
+    kw = dict(epochs=E, batch_size=B, key=KEY, record="step", diagnostics=True)
+    res = gdopt.sweep(lsq, PARAMS, gdopt.sgd(0.1), DATA, grid={"learning_rate": lrs}, **kw)
+    steps = E * (64 // B)
+    assert res.history.step_loss.shape == (2, steps)
+    for i, lr in enumerate(lrs):
+        f = gdopt.fit(lsq, PARAMS, gdopt.sgd(lr), DATA, **kw)
+        np.testing.assert_allclose(res.history.step_loss[i], f.history.step_loss, rtol=1e-6)
+        for name in ("grad_norm", "update_norm", "update_ratio", "step_size"):
+            np.testing.assert_allclose(
+                getattr(res.history, name)[i], getattr(f.history, name), rtol=1e-5, err_msg=name
+            )
+        np.testing.assert_allclose(res.history.step_size[i], lr, rtol=1e-5)  # plain SGD
+    plain = gdopt.sweep(lsq, PARAMS, gdopt.sgd(0.1), DATA, grid={"learning_rate": lrs},
+                        epochs=E, batch_size=B, key=KEY)  # fmt: skip
+    assert plain.history.step_loss.size == 0 and plain.history.grad_norm.size == 0
+    np.testing.assert_array_equal(plain.history.train_loss, res.history.train_loss)
+
+
 def test_sweep_any_hyperparameter_grid_eval_and_convergence_equal_fit():
     grid = {"learning_rate": [0.05, 0.2], "momentum": [0.0, 0.5]}
     common = dict(epochs=30, batch_size=None, key=KEY, eval_data=DATA, tol=1e-2, patience=2)

@@ -13,12 +13,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from gdopt import _numerics as num
 from gdopt._validation import check_int
 from gdopt.base import GradientTransformation, apply_updates
-from gdopt.batching import epoch_batches
+from gdopt.batching import dataset_size, epoch_batches, num_batches
 from gdopt.engine._checks import check_epochs, check_tol
 from gdopt.packing import PACKED, TREE, Layout
 from gdopt.tree import tree_where
@@ -120,12 +121,48 @@ class History(NamedTuple):
       eval_loss: the loss on the whole ``eval_data`` after the epoch.
       eval_accuracy: ``accuracy_fn(params, eval_data)`` after the epoch.
       epochs: the epoch numbers, 1, 2, ...
+      step_loss: with ``record="step"``, the loss of every step (measured before its
+        update; NaN for a step that was not applied): from :func:`make_train_fn` of shape
+        ``(n_epochs, steps_per_epoch)``, in a :class:`~gdopt.FitResult` one flat array of
+        ``epochs_run * steps_per_epoch`` entries. Empty otherwise.
+      grad_norm: with ``diagnostics=True``, the mean over the epoch's applied steps of the
+        gradient's L2 norm (all leaves as one vector). Empty otherwise.
+      update_norm: likewise, the mean L2 norm of the update added to the params.
+      update_ratio: likewise, the mean of ``update_norm / param_norm`` (the params before
+        the update; inf if they are all zero).
+      step_size: likewise, the mean effective step size ``update_norm / grad_norm`` (the
+        learning rate for plain SGD).
+
+    The fields after ``epochs`` default to empty arrays, so ``History(train_loss,
+    eval_loss, eval_accuracy, epochs)`` still builds a history.
     """
 
     train_loss: Any
     eval_loss: Any
     eval_accuracy: Any
     epochs: Any
+    step_loss: Any = np.zeros((0,), np.float32)
+    grad_norm: Any = np.zeros((0,), np.float32)
+    update_norm: Any = np.zeros((0,), np.float32)
+    update_ratio: Any = np.zeros((0,), np.float32)
+    step_size: Any = np.zeros((0,), np.float32)
+
+
+DIAGNOSTICS = ("grad_norm", "update_norm", "update_ratio", "step_size")
+"""The :class:`History` fields recorded with ``diagnostics=True``."""
+
+RECORDS = ("epoch", "step")
+"""The values of ``record``."""
+
+
+def check_record(record: Any) -> str:
+    """``record`` checked: ``"epoch"`` or ``"step"``."""
+    if not isinstance(record, str) or record not in RECORDS:
+        raise ValueError(
+            f"record must be 'epoch' (per-epoch metrics) or 'step' (also every step's "
+            f"loss), got {record!r}."
+        )
+    return record
 
 
 def make_train_fn(
@@ -140,6 +177,8 @@ def make_train_fn(
     shuffle: bool = True,
     pack: bool | Layout = False,
     max_skips: int = 0,
+    record: str = "epoch",
+    diagnostics: bool = False,
 ) -> Callable[..., tuple[FitState, History]]:
     """The pure, compilable core of :func:`~gdopt.fit`: up to ``n_epochs`` epochs in one call.
 
@@ -193,6 +232,13 @@ def make_train_fn(
         ``accuracy_fn`` receive the unpacked pytree. A :class:`~gdopt.packing.Layout` may be
         given instead. :func:`~gdopt.fit` decides this for you.
       max_skips: consecutive non-finite steps to skip before stopping (0: stop at the first).
+      record: ``"epoch"`` (per-epoch metrics only) or ``"step"``: the history also keeps
+        every step's loss, ``step_loss`` of shape ``(n_epochs, steps_per_epoch)``.
+      diagnostics: also record, per epoch, the mean gradient norm, update norm,
+        update/param norm ratio and effective step size (:data:`DIAGNOSTICS`). Decided at
+        trace time: off, the program computes none of it.
+
+    History fields that are off have shape ``(n_epochs, 0)``.
 
     ``data=None`` runs a deterministic objective: one step per epoch with ``batch=None``
     (``loss_fn(params, None)``).
@@ -215,6 +261,8 @@ def make_train_fn(
     patience = check_epochs("patience", patience)
     max_skips = check_int("max_skips", max_skips, 0)
     check_tol(tol)
+    record = check_record(record)
+    diagnostics = bool(diagnostics)
     layout = pack if isinstance(pack, Layout) else (PACKED if pack else TREE)
     grad_fn = layout.value_and_grad(loss_fn)
     carried_loss = layout.loss(loss_fn)
@@ -223,7 +271,7 @@ def make_train_fn(
     tiny = float(jnp.finfo(jnp.float32).tiny)
     nan = jnp.full((), jnp.nan, jnp.float32)
 
-    def step(carry: tuple, batch: Any) -> tuple[tuple, tuple[jax.Array, ...]]:
+    def step(carry: tuple, batch: Any) -> tuple[tuple, tuple[Any, ...]]:
         # the carry holds only what changes per step; counters are derived after the scan
         # (each scalar operation is a kernel launch on CPU, as long as a tiny model's step)
         params, opt_state, stopped, streak = carry
@@ -241,11 +289,27 @@ def make_train_fn(
                 grad=grads,
                 value_fn=lambda p: carried_loss(p, batch),
             )
-            return apply_updates(params, updates), opt_state
+            new = apply_updates(params, updates)
+            if not diagnostics:
+                return new, opt_state, ()
+            return (
+                new,
+                opt_state,
+                (
+                    num.as_float32(num.global_norm(updates)),
+                    num.as_float32(num.global_norm(params)),
+                ),
+            )
 
-        params, opt_state = lax.cond(
-            ok, apply, lambda p, s, g, v: (p, s), params, opt_state, grads, loss
-        )
+        def skip(params, opt_state, grads, loss):
+            return params, opt_state, ((nan, nan) if diagnostics else ())
+
+        params, opt_state, norms = lax.cond(ok, apply, skip, params, opt_state, grads, loss)
+        extra: tuple[jax.Array, ...] = ()
+        if diagnostics:
+            g_norm = num.as_float32(num.global_norm(grads))
+            u_norm, p_norm = norms
+            extra = (g_norm, u_norm, num.div(u_norm, p_norm), num.div(u_norm, g_norm))
         bad = ~finite & ~stopped
         if max_skips == 0:  # the default: the first bad step stops training
             stop = bad
@@ -259,6 +323,7 @@ def make_train_fn(
             ok,
             bad & ~stop,
             what,
+            extra,
         )
 
     def evaluate(params: Any, eval_data: Any) -> tuple[jax.Array, jax.Array]:
@@ -272,12 +337,12 @@ def make_train_fn(
     def run_epoch(s: FitState, data: Any, key: jax.Array, eval_data: Any):
         carry = (s.params, s.opt_state, s.diverged, s.skip_streak)
         if data is None:  # a deterministic objective: one full step per epoch
-            carry, (losses, oks, skips, whats) = lax.scan(step, carry, None, length=1)
+            carry, (losses, oks, skips, whats, extra) = lax.scan(step, carry, None, length=1)
         else:
             batches = epoch_batches(
                 jax.random.fold_in(key, s.epoch), data, batch_size, shuffle=shuffle
             )
-            carry, (losses, oks, skips, whats) = lax.scan(step, carry, batches)
+            carry, (losses, oks, skips, whats, extra) = lax.scan(step, carry, batches)
         params, opt_state, _, skip_streak = carry
         count = jnp.sum(oks, dtype=jnp.int32)
         stopped = jnp.any(whats > 0)
@@ -302,8 +367,17 @@ def make_train_fn(
             skipped=s.skipped + jnp.sum(skips, dtype=jnp.int32),
             skip_streak=skip_streak,
         )
-        losses = jnp.where(oks, losses, 0.0)
-        train_loss = jnp.where(count > 0, num.div(jnp.sum(losses), jnp.maximum(count, 1)), nan)
+
+        def mean(values: jax.Array) -> jax.Array:  # over the applied steps
+            total = jnp.sum(jnp.where(oks, values, 0.0))
+            return jnp.where(count > 0, num.div(total, jnp.maximum(count, 1)), nan)
+
+        step_loss = (
+            jnp.where(oks, losses, nan) if record == "step" else jnp.zeros((0,), jnp.float32)
+        )
+        train_loss = mean(losses)
+        off = jnp.zeros((0,), jnp.float32)
+        diags = tuple(mean(v) for v in extra) if diagnostics else (off,) * len(DIAGNOSTICS)
         eval_loss, eval_acc = evaluate(s.params, eval_data)
         converged, streak = s.converged, s.streak
         if tol is not None:
@@ -319,7 +393,7 @@ def make_train_fn(
             streak=streak,
             prev_loss=train_loss.astype(jnp.float32),
         )
-        return s, History(train_loss, eval_loss, eval_acc, epoch)
+        return s, History(train_loss, eval_loss, eval_acc, epoch, step_loss, *diags)
 
     def train(
         state: FitState,
@@ -329,14 +403,21 @@ def make_train_fn(
         stop_epoch: jax.Array | int | None = None,
     ) -> tuple[FitState, History]:
         limit = jnp.iinfo(jnp.int32).max if stop_epoch is None else stop_epoch
+
         # a while loop, not a scan over n_epochs: epochs after stopping or past stop_epoch
         # cost nothing (fit sizes its calls with stop_epoch); their history entries stay
         # epochs == 0 with NaN metrics
+        def metric(on: bool, *shape: int) -> jax.Array:
+            return jnp.full((n_epochs, *shape) if on else (n_epochs, 0), jnp.nan, jnp.float32)
+
+        steps = 1 if data is None else num_batches(dataset_size(data), batch_size)
         history = History(
-            jnp.full((n_epochs,), jnp.nan, jnp.float32),
-            jnp.full((n_epochs,), jnp.nan, jnp.float32),
-            jnp.full((n_epochs,), jnp.nan, jnp.float32),
+            metric(True),
+            metric(True),
+            metric(True),
             jnp.zeros((n_epochs,), jnp.int32),
+            metric(record == "step", steps),
+            *(metric(diagnostics) for _ in DIAGNOSTICS),
         )
 
         def active(carry: tuple[jax.Array, FitState, History]) -> jax.Array:

@@ -29,7 +29,15 @@ from gdopt.base import GradientTransformation
 from gdopt.batching import check_batch_size, dataset_size, epoch_batches
 from gdopt.engine import _checks
 from gdopt.engine._checks import check_epochs, check_on_divergence, check_tol
-from gdopt.engine.core import DIVERGED_WHAT, FitState, History, init_fit_state, make_train_fn
+from gdopt.engine.core import (
+    DIAGNOSTICS,
+    DIVERGED_WHAT,
+    FitState,
+    History,
+    check_record,
+    init_fit_state,
+    make_train_fn,
+)
 from gdopt.packing import Layout, layout_for
 from gdopt.tree import check_float_leaves, tree_leaves_with_path
 
@@ -130,39 +138,63 @@ def _stop_reason(
     return done + (f" ({skipped} non-finite steps skipped)" if skipped else "")
 
 
+class _Shapes(NamedTuple):
+    """The columns of the optional history fields in the raw form (one row per epoch):
+    ``step_loss`` has ``steps`` columns with ``record="step"`` (else 0); each diagnostic is
+    one value per epoch with ``diagnostics=True`` (else 0 columns)."""
+
+    steps: int
+    record: str
+    diagnostics: bool
+
+    def blank(self, epochs: int) -> History:
+        """A raw history of ``epochs`` rows, NaN everywhere (epoch numbers 1, 2, ...)."""
+
+        def nan(*cols: int) -> np.ndarray:
+            return np.full((epochs, *cols), np.nan, np.float32)
+
+        diag = () if self.diagnostics else (0,)
+        return History(
+            nan(),
+            nan(),
+            nan(),
+            np.arange(1, epochs + 1, dtype=np.int32),
+            nan(self.steps if self.record == "step" else 0),
+            *(nan(*diag) for _ in DIAGNOSTICS),
+        )
+
+
 def _raw(chunks: list[History]) -> History:
-    """The epochs that ran, every field one entry per epoch (NaN where not measured)."""
-    if not chunks:
-        empty = np.zeros((0,), np.float32)
-        return History(empty, empty, empty, np.zeros((0,), np.int32))
+    """The epochs that ran, every field one row per epoch (NaN where not measured)."""
     fields = [np.concatenate([np.asarray(getattr(h, f)) for h in chunks]) for f in History._fields]
     ran = fields[3] > 0
-    return History(fields[0][ran], fields[1][ran], fields[2][ran], fields[3][ran].astype(np.int32))
+    return History(*(x[ran] for x in fields))._replace(epochs=fields[3][ran].astype(np.int32))
 
 
-def _history(raw: History, evaluated: bool, accuracy: bool) -> History:
+def _history(raw: History, evaluated: bool, accuracy: bool, shapes: _Shapes) -> History:
     empty = np.zeros((0,), np.float32)
     return History(
         train_loss=raw.train_loss,
         eval_loss=raw.eval_loss if evaluated else empty,
         eval_accuracy=raw.eval_accuracy if (evaluated and accuracy) else empty,
         epochs=raw.epochs.astype(np.int64),
+        step_loss=raw.step_loss.reshape(-1) if shapes.record == "step" else empty,
+        **{f: getattr(raw, f) if shapes.diagnostics else empty for f in DIAGNOSTICS},
     )
 
 
-def _raw_of(history: History, epochs: int) -> History:
-    """A result's history back in the raw form (every field of length ``epochs``)."""
+def _raw_of(history: History, epochs: int, shapes: _Shapes) -> History:
+    """A result's history back in the raw form (``epochs`` rows; fields the result lacks,
+    or recorded under other options, are NaN)."""
+    blank = shapes.blank(epochs)
 
-    def full(x: Any) -> np.ndarray:
+    def like(x: Any, target: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        return x if x.shape == (epochs,) else np.full((epochs,), np.nan, np.float32)
+        return x.reshape(target.shape) if x.size == target.size > 0 else target
 
-    return History(
-        full(history.train_loss),
-        full(history.eval_loss),
-        full(history.eval_accuracy),
-        np.asarray(history.epochs, np.int32).reshape(epochs),
-    )
+    fields = {f: like(getattr(history, f), getattr(blank, f)) for f in History._fields}
+    fields["epochs"] = np.asarray(history.epochs, np.int32).reshape(epochs)
+    return History(**fields)
 
 
 _COUNTERS = tuple(f for f in FitState._fields if f not in ("params", "opt_state"))
@@ -175,22 +207,37 @@ CHUNK_SECONDS = (0.2, 0.5)
 checkpoints, progress) that often."""
 
 
-def _checkpoint_tree(state: FitState, key: jax.Array, raw: History) -> dict[str, Any]:
+def _saved_fields(shapes: _Shapes) -> tuple[str, ...]:
+    """The history fields a checkpoint holds: the four per-epoch ones and those recorded."""
+    on = ("step_loss",) if shapes.record == "step" else ()
+    return History._fields[:4] + on + (DIAGNOSTICS if shapes.diagnostics else ())
+
+
+def _checkpoint_tree(
+    state: FitState, key: jax.Array, raw: History, shapes: _Shapes
+) -> dict[str, Any]:
     return {
         "state": state,
         "key": _checks.key_data(key),
-        "history": {f: np.asarray(getattr(raw, f)) for f in History._fields},
+        "history": {f: np.asarray(getattr(raw, f)) for f in _saved_fields(shapes)},
     }
 
 
-def _checkpoint_like(params: Any, opt_state: Any, key: jax.Array, epochs: int) -> dict[str, Any]:
+def _checkpoint_like(
+    params: Any, opt_state: Any, key: jax.Array, epochs: int, shapes: _Shapes
+) -> dict[str, Any]:
     def shaped(x: Any) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
 
     state = jax.tree.map(shaped, init_fit_state(params, opt_state))
-    history = {f: jax.ShapeDtypeStruct((epochs,), np.float32) for f in History._fields[:3]}
-    history["epochs"] = jax.ShapeDtypeStruct((epochs,), np.int32)
+    blank = shapes.blank(epochs)
+    history = {f: shaped(getattr(blank, f)) for f in _saved_fields(shapes)}
     return {"state": state, "key": shaped(_checks.key_data(key)), "history": history}
+
+
+def _from_checkpoint(history: dict[str, Any], epochs: int, shapes: _Shapes) -> History:
+    """The raw history of a restored checkpoint."""
+    return shapes.blank(epochs)._replace(**{f: np.asarray(x) for f, x in history.items()})
 
 
 class _Interrupt:
@@ -271,6 +318,8 @@ def fit(
     mesh: Any = None,
     data_axis: str = "data",
     shard_opt_state: bool = False,
+    record: str = "epoch",
+    diagnostics: bool = False,
 ) -> FitResult:
     """Train ``params`` to minimise ``loss_fn`` over ``data`` with compiled epochs.
 
@@ -374,6 +423,14 @@ def fit(
         of its size).
       shard_opt_state: with a mesh, split every moment of the optimizer state over
         ``data_axis`` (ZeRO-1); the results do not change.
+      record: ``"epoch"`` (default) or ``"step"``: ``history.step_loss`` also holds the
+        loss of every step of the epochs run, flat (``epochs_run * steps_per_epoch``
+        entries, NaN for a step not applied), computed in the same compiled steps.
+      diagnostics: also record per epoch (means over its applied steps) the gradient L2
+        norm, the update L2 norm, the ratio update norm / param norm and the effective
+        step size update norm / gradient norm (``history.grad_norm``, ``update_norm``,
+        ``update_ratio``, ``step_size``). Off (default), none of it is computed.
+        Resuming from a checkpoint needs the same ``record`` and ``diagnostics``.
 
     Returns:
       A :class:`FitResult`.
@@ -416,6 +473,8 @@ def fit(
     patience = check_epochs("patience", patience)
     check_tol(tol)
     check_on_divergence(on_divergence)
+    record = check_record(record)
+    diagnostics = bool(diagnostics)
     skips = check_int("max_skips", max_skips, 1) if on_divergence == "skip" else 0
     _checks.check_params_are_arrays(params)
     check_float_leaves(params)
@@ -489,23 +548,24 @@ def fit(
         _checks.check_opt_state(optimizer, params, opt_state)
     no_data = data is None
     user_key = key
+    shapes = _Shapes(steps_per_epoch, record, diagnostics)
 
     # 2. the training state: fresh, from a FitResult or from the latest checkpoint
     t0 = time.perf_counter()
     saved: FitState | None = None
-    prior = _raw([])
+    prior = shapes.blank(0)
     if resume_from is not None:
         carried: FitState = resume_from.state
         saved = carried
         params, opt_state = carried.params, carried.opt_state
         key = check_key(resume_from.key)
-        prior = _raw_of(resume_from.history, int(carried.epoch))
+        prior = _raw_of(resume_from.history, int(carried.epoch), shapes)
     elif directory is not None and resume and ckpt.latest_step(directory) is not None:
         step = ckpt.latest_step(directory)
         assert step is not None
         like_state = opt_state if opt_state is not None else jax.eval_shape(optimizer.init, params)
         tree = ckpt.restore(
-            directory, like=_checkpoint_like(params, like_state, key, step), step=step
+            directory, like=_checkpoint_like(params, like_state, key, step, shapes), step=step
         )
         saved = tree["state"]
         assert saved is not None
@@ -518,7 +578,7 @@ def fit(
                 "run's key (or seed) again to resume it exactly."
             )
         key = stored
-        prior = History(**{f: np.asarray(tree["history"][f]) for f in History._fields})
+        prior = _from_checkpoint(tree["history"], step, shapes)
     if opt_state is None:
         opt_state = layout.init_state(optimizer, params)
     opt_key, keep = _compile.optimizer_key(optimizer)
@@ -536,7 +596,17 @@ def fit(
     compile_time = time.perf_counter() - t0 if setup_time else 0.0
 
     # 3. the training program
-    options = (length, batch_size, tol, patience, layout.packed, skips, no_data)
+    options = (
+        length,
+        batch_size,
+        tol,
+        patience,
+        layout.packed,
+        skips,
+        no_data,
+        record,
+        diagnostics,
+    )
     program_key = ("train", loss_fn, accuracy_fn, opt_key, options)
 
     def build() -> Any:
@@ -550,6 +620,8 @@ def fit(
             patience=patience,
             pack=layout,
             max_skips=skips,
+            record=record,
+            diagnostics=diagnostics,
         )
         return jax.jit(train, donate_argnums=0)
 
@@ -574,7 +646,9 @@ def fit(
         user = state._replace(
             params=layout.restore(state.params), opt_state=layout.restore_state(state.opt_state)
         )
-        ckpt.save(directory, _checkpoint_tree(user, key, _raw(chunks)), step=int(state.epoch))
+        ckpt.save(
+            directory, _checkpoint_tree(user, key, _raw(chunks), shapes), step=int(state.epoch)
+        )
         last_saved = int(state.epoch)
 
     pbar = None
@@ -620,7 +694,7 @@ def fit(
     state = jax.block_until_ready(state)
     wall_time = time.perf_counter() - start
     raw = _raw(chunks)
-    history = _history(raw, eval_data is not None, accuracy_fn is not None)
+    history = _history(raw, eval_data is not None, accuracy_fn is not None, shapes)
     user_params = layout.restore(state.params)
     bad_path = None
     if diverged and DIVERGED_WHAT[int(state.diverged_what)] == "gradient":

@@ -193,3 +193,76 @@ def test_train_fn_vmaps_over_learning_rates():
     # and the single runs are what fit computes
     ref = gdopt.fit(_lsq_loss, params, gdopt.sgd(0.2), data, epochs=3, batch_size=16, key=KEY)
     np.testing.assert_allclose(states.params["w"][2], ref.params["w"], rtol=2e-5)
+
+
+def _hand_epochs(opt, params, data, epochs, batch_size):
+    """A hand loop of make_step over ``epoch_batches(fold_in(KEY, epoch), ...)``: per step
+    the loss, the gradient norm, the update norm and the param norm (before the update)."""
+    from gdopt.batching import epoch_batches
+    from gdopt.engine import make_step
+
+    step = make_step(_lsq_loss, opt, donate=False)
+    p, s = params, opt.init(params)
+    rows = []
+    for epoch in range(epochs):
+        bx, by = epoch_batches(jax.random.fold_in(KEY, epoch), data, batch_size)
+        row = []
+        for i in range(bx.shape[0]):
+            g = jax.grad(_lsq_loss)(p, (bx[i], by[i]))
+            new, s, loss = step(p, s, (bx[i], by[i]))
+            norm = lambda t: float(np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(t))))  # noqa: E731
+            u = jax.tree.map(lambda a, b: a - b, new, p)
+            row.append((float(loss), norm(g), norm(u), norm(p)))
+            p = new
+        rows.append(row)
+    return np.asarray(rows)  # (epochs, steps, 4)
+
+
+def test_record_step_and_diagnostics_equal_a_hand_loop():
+    """record="step" keeps every step's loss; diagnostics are the per-epoch means of the
+    norms; for plain SGD the update is -lr * grad, so the effective step size is lr."""
+    x, y = _lsq_problem()
+    lr, params = 0.05, {"w": jnp.ones(3), "b": jnp.full((), 0.5)}
+    opt = gdopt.sgd(lr)
+    train = jax.jit(
+        make_train_fn(_lsq_loss, opt, n_epochs=3, batch_size=16, record="step", diagnostics=True)
+    )
+    state, h = train(init_fit_state(params, opt.init(params)), (x, y), KEY)
+    hand = _hand_epochs(opt, params, (x, y), 3, 16)
+    assert h.step_loss.shape == (3, 4)
+    np.testing.assert_allclose(h.step_loss, hand[..., 0], rtol=1e-5)
+    np.testing.assert_allclose(h.train_loss, h.step_loss.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(h.grad_norm, hand[..., 1].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(h.update_norm, lr * hand[..., 1].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(h.update_norm, hand[..., 2].mean(axis=1), rtol=1e-4)
+    ratio = (hand[..., 2] / hand[..., 3]).mean(axis=1)
+    np.testing.assert_allclose(h.update_ratio, ratio, rtol=1e-4)
+    np.testing.assert_allclose(h.step_size, np.full(3, lr), rtol=1e-5)
+    # the default program: the new fields are empty, the numbers unchanged
+    plain = jax.jit(make_train_fn(_lsq_loss, opt, n_epochs=3, batch_size=16))
+    state0, h0 = plain(init_fit_state(params, opt.init(params)), (x, y), KEY)
+    for f in ("step_loss", "grad_norm", "update_norm", "update_ratio", "step_size"):
+        assert getattr(h0, f).shape == (3, 0), f
+    np.testing.assert_array_equal(h0.train_loss, h.train_loss)
+    np.testing.assert_array_equal(state0.params["w"], state.params["w"])
+
+
+def test_record_step_marks_steps_not_applied_and_history_defaults():
+    """A step not applied (the divergence stops training) has a NaN step loss; History built
+    with its four original fields still works; a bad ``record`` is refused."""
+    import pytest
+
+    x, y = _lsq_problem()
+    opt = gdopt.sgd(0.1)
+    loss = lambda p, b: jnp.where(p["w"][0] > 0.3, jnp.nan, _lsq_loss(p, b))  # noqa: E731
+    train = make_train_fn(loss, opt, n_epochs=2, batch_size=16, record="step")
+    state, h = train(init_fit_state(_lsq_params(), opt.init(_lsq_params())), (x, y), KEY)
+    assert bool(state.diverged)
+    k = int(state.step)  # steps applied
+    assert 0 < k < 8
+    flat = np.asarray(h.step_loss).reshape(-1)
+    assert np.all(np.isfinite(flat[:k])) and np.all(np.isnan(flat[k:]))
+    old = History(jnp.ones(2), jnp.zeros(0), jnp.zeros(0), jnp.arange(1, 3))
+    assert old.step_loss.shape == (0,) and old.grad_norm.shape == (0,)
+    with pytest.raises(ValueError, match="record must be 'epoch'.*got 'steps'"):
+        make_train_fn(_lsq_loss, opt, n_epochs=1, record="steps")

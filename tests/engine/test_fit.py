@@ -25,7 +25,7 @@ from gdopt import _compile, checkpoint, losses, models
 from gdopt import data as gdata
 from gdopt.batching import epoch_batches
 from gdopt.engine import FitResult, History, make_step
-from tests.helpers import counting_compiles
+from tests.helpers import bad_inputs, counting_compiles
 
 KEY = jax.random.PRNGKey(0)
 
@@ -480,7 +480,9 @@ def test_checkpoints_every_n_epochs_and_resume_is_bit_identical(tmp_path):
         "state": gdopt.init_fit_state(_lsq_params(), opt.init(_lsq_params())),
         "key": jnp.zeros(2, jnp.uint32),
         "history": {
-            f: np.zeros(5, np.int32 if f == "epochs" else np.float32) for f in History._fields
+            # the per-epoch fields (those of record="step"/diagnostics only when recorded)
+            f: np.zeros(5, np.int32 if f == "epochs" else np.float32)
+            for f in History._fields[:4]
         },
     }
     back = checkpoint.restore(d, like=like, step=5)
@@ -856,16 +858,7 @@ def test_checkpoint_arguments_are_checked_first(tmp_path):
 import hypothesis  # noqa: E402
 import hypothesis.strategies as st  # noqa: E402
 
-BAD_INPUTS: set[str] = set()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _count_bad_inputs():
-    yield
-    target = os.environ.get("GDOPT_COUNT_BAD_INPUTS")
-    if target:
-        with open(target, "a") as f:
-            f.write(f"tests/engine/test_fit.py {len(BAD_INPUTS)}\n")
+BAD_INPUTS = bad_inputs("tests/engine/test_fit.py")
 
 
 _X, _Y = _lsq_problem(n=32, d=2)
@@ -931,3 +924,81 @@ def test_random_bad_fit_inputs_raise_before_training(data):
     message = str(info.value)
     names = {"opt_state": "opt_state", "checkpoint_every": "checkpoint"}
     assert names.get(name, name) in message, f"{described}: {message}"
+
+
+def test_fit_record_step_and_diagnostics():
+    """fit(record="step") keeps every step's loss, flat: a hand loop of make_step over
+    the same batches, whose epoch means are ``train_loss``; diagnostics=True adds the
+    per-epoch norms (plain SGD: update norm = lr * grad norm, step size = lr). The default
+    run's history has them empty and the same numbers; resuming carries them on."""
+    x, y = _lsq_problem(n=64, d=3)
+    lr, params = 0.05, _lsq_params(3)
+    opt = gdopt.sgd(lr)
+    kw = dict(epochs=3, batch_size=16, key=KEY)
+    res = gdopt.fit(_lsq_loss, params, opt, (x, y), record="step", diagnostics=True, **kw)
+    base = gdopt.fit(_lsq_loss, params, opt, (x, y), **kw)
+    step = make_step(_lsq_loss, opt, donate=False)
+    p, s, losses, grads = params, opt.init(params), [], []
+    for epoch in range(3):
+        bx, by = epoch_batches(jax.random.fold_in(KEY, epoch), (x, y), 16)
+        for i in range(bx.shape[0]):
+            g = jax.grad(_lsq_loss)(p, (bx[i], by[i]))
+            grads.append(float(np.sqrt(sum(np.sum(np.square(v)) for v in jax.tree.leaves(g)))))
+            p, s, loss = step(p, s, (bx[i], by[i]))
+            losses.append(float(loss))
+    h = res.history
+    assert h.step_loss.shape == (12,) and h.grad_norm.shape == (3,)
+    np.testing.assert_allclose(h.step_loss, losses, rtol=1e-5)
+    np.testing.assert_allclose(h.step_loss.reshape(3, 4).mean(axis=1), h.train_loss, rtol=1e-6)
+    g_mean = np.asarray(grads).reshape(3, 4).mean(axis=1)
+    np.testing.assert_allclose(h.grad_norm, g_mean, rtol=1e-5)
+    np.testing.assert_allclose(h.update_norm, lr * g_mean, rtol=1e-5)
+    np.testing.assert_allclose(h.step_size, np.full(3, lr), rtol=1e-5)
+    assert np.isinf(h.update_ratio[0]) and np.all(np.isfinite(h.update_ratio[1:]))  # zero init
+    for f in ("step_loss", "grad_norm", "update_norm", "update_ratio", "step_size"):
+        assert base.history[History._fields.index(f)].shape == (0,), f
+    np.testing.assert_array_equal(base.history.train_loss, h.train_loss)
+    _assert_trees_close(base.params, res.params, rtol=0, atol=0)
+    part = gdopt.fit(
+        _lsq_loss, params, opt, (x, y), record="step", diagnostics=True, **{**kw, "epochs": 1}
+    )
+    more = gdopt.fit(
+        _lsq_loss, params, opt, (x, y), record="step", diagnostics=True, resume_from=part, **kw
+    )
+    for f in History._fields:
+        np.testing.assert_array_equal(getattr(more.history, f), getattr(h, f), err_msg=f)
+    with pytest.raises(ValueError, match="record must be"):
+        gdopt.fit(_lsq_loss, params, opt, (x, y), record="batch", **kw)
+
+
+def test_fit_checkpoint_tree_holds_the_recorded_history():
+    """The checkpoint tree saves the recorded fields with the shapes restore expects, and
+    the restored raw history equals the saved one (orbax itself is tested elsewhere)."""
+    import importlib
+
+    fit_module = importlib.import_module("gdopt.engine.fit")
+
+    x, y = _lsq_problem(n=64, d=3)
+    opt = gdopt.sgd(0.05)
+    res = gdopt.fit(
+        _lsq_loss,
+        _lsq_params(3),
+        opt,
+        (x, y),
+        epochs=2,
+        batch_size=16,
+        record="step",
+        diagnostics=True,
+    )
+    for record, diagnostics in (("step", True), ("epoch", False)):
+        shapes = fit_module._Shapes(4, record, diagnostics)
+        raw = fit_module._raw_of(res.history, 2, shapes)
+        tree = fit_module._checkpoint_tree(res.state, res.key, raw, shapes)
+        like = fit_module._checkpoint_like(res.params, res.opt_state, res.key, 2, shapes)
+        saved = {f: (v.shape, v.dtype) for f, v in tree["history"].items()}
+        assert saved == {f: (v.shape, v.dtype) for f, v in like["history"].items()}
+        back = fit_module._from_checkpoint(tree["history"], 2, shapes)
+        for f in History._fields:
+            np.testing.assert_array_equal(getattr(back, f), getattr(raw, f), err_msg=f)
+        assert ("step_loss" in saved) == (record == "step")
+        assert back.step_loss.shape == ((2, 4) if record == "step" else (2, 0))

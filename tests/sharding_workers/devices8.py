@@ -5,8 +5,9 @@
 the tests assert on (shardings as strings, differences, byte counts, error messages).
 Sections: ``registry`` (every optimizer's state follows its parameters), ``fit`` (data
 parallel, sharded state, 2-D mesh, make_step), ``bad`` (errors needing several devices),
-``runs`` (a sweep's runs split over devices) and ``training`` (the last three and the
-one-process reference of the multi-process test, in one process).
+``runs`` (a sweep's runs split over devices, and ``gdopt.sweep(mesh=...)``) and
+``training`` (the last three and the one-process reference of the multi-process test, in
+one process).
 """
 
 from __future__ import annotations
@@ -318,7 +319,40 @@ def runs() -> dict:
         "runs_spec": spec(out.params["w"]),
         "runs_devices": len(out.params["w"].sharding.device_set),
         "ref_devices": len(ref.params["w"].sharding.device_set),
+        **sweeps(),
     }
+
+
+def sweeps() -> dict:
+    """gdopt.sweep(mesh="auto") of 16 and of 12 learning rates (12 padded to 16 runs, the
+    padding dropped) and successive_halving on the mesh, against the same on one device."""
+    params, data = _problem()
+    out: dict = {}
+    for k in (16, 12):
+        grid = {"learning_rate": [float(v) for v in np.geomspace(1e-3, 1e-1, k)]}
+        kw = dict(epochs=4, batch_size=16, key=0, grid=grid)
+        ref = gdopt.sweep(loss, params, gdopt.adam(1e-2), data, **kw)
+        on = gdopt.sweep(loss, params, gdopt.adam(1e-2), data, mesh="auto", **kw)
+        out[f"sweep{k}"] = {
+            "diff": _maxdiff(on.params, ref.params),
+            "loss_diff": float(np.max(np.abs(on.history.train_loss - ref.history.train_loss))),
+            "runs": int(on.params["w"].shape[0]),
+            "best": [on.best_index, ref.best_index],
+            "spec": spec(on.params["w"]),
+            "devices": len(on.params["w"].sharding.device_set),
+            "ref_devices": len(ref.params["w"].sharding.device_set),
+        }
+    grid = {"learning_rate": [float(v) for v in np.geomspace(1e-3, 1e-1, 12)]}
+    kw = dict(min_epochs=1, max_epochs=9, eta=3, batch_size=16, key=0, grid=grid)
+    ref = gdopt.successive_halving(loss, params, gdopt.adam(1e-2), data, **kw)
+    on = gdopt.successive_halving(loss, params, gdopt.adam(1e-2), data, mesh="auto", **kw)
+    out["halving"] = {
+        "diff": _maxdiff(on.params, ref.params),
+        "loss_diff": float(np.nanmax(np.abs(on.history.train_loss - ref.history.train_loss))),
+        "rungs": [len(r.indices) for r in on.rungs],
+        "best": [on.best_index, ref.best_index],
+    }
+    return out
 
 
 def training() -> dict:
