@@ -11,20 +11,21 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
-# One persistent compilation cache per test run, shared by the pytest-xdist workers and the
-# subprocesses tests start (they inherit the environment): a program compiled once is not
-# compiled again elsewhere. Tests that count compilations turn it off
-# (tests.helpers.persistent_cache_off).
-_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"gdopt-tests-{_run}")
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-
 import jax  # noqa: E402  (after the platform settings)
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# One persistent compilation cache per test run, shared by the pytest-xdist workers: a
+# program one worker compiled is not compiled again by the other. Set in the configuration,
+# not the environment, so the subprocesses tests start (some are killed on purpose, possibly
+# while writing an entry) do not share it. Tests that count compilations turn it off
+# (tests.helpers.counting_compiles).
+_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+jax.config.update(
+    "jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), f"gdopt-tests-{_run}")
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_sessionfinish(session):
