@@ -216,3 +216,22 @@ def write_bad_input_counts() -> None:
             for name, seen in sorted(_BAD_INPUTS.items()):
                 if not name.startswith("tests/example"):
                     f.write(f"{name} {len(seen)}\n")
+
+
+def lsq_problem(n: int = 128, d: int = 4, seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    """A noisy least-squares problem ``(x, y)``: ``y = x @ (1, ..., d) - 0.5 + noise``."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(k1, (n, d))
+    y = x @ jnp.arange(1.0, d + 1.0) - 0.5 + 0.3 * jax.random.normal(k2, (n,))
+    return x, y
+
+
+def lsq_loss(p, batch):
+    """The mean squared error of the linear model ``{"w", "b"}`` on ``batch = (x, y)``."""
+    x, y = batch
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+
+def lsq_params(d: int = 4) -> dict:
+    """Zero parameters of the linear model for ``d`` features."""
+    return {"w": jnp.zeros(d), "b": jnp.zeros(())}

@@ -6,30 +6,22 @@ one call or in several give the same state; ``vmap`` over learning rates held in
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import gdopt
 from gdopt.engine import FitState, History, init_fit_state, make_train_fn
+from tests.helpers import lsq_loss as _lsq_loss
+from tests.helpers import lsq_params, lsq_problem
 
 KEY = jax.random.PRNGKey(0)
 
 
-def _lsq_problem(n=64, d=3, seed=0):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(k1, (n, d))
-    y = x @ jnp.arange(1.0, d + 1.0) - 0.5 + 0.3 * jax.random.normal(k2, (n,))
-    return x, y
-
-
-def _lsq_loss(p, batch):
-    x, y = batch
-    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-
-
-def _lsq_params(d=3):
-    return {"w": jnp.zeros(d), "b": jnp.zeros(())}
+_lsq_problem = functools.partial(lsq_problem, n=64, d=3)
+_lsq_params = functools.partial(lsq_params, d=3)
 
 
 def test_init_fit_state():

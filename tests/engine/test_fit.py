@@ -26,6 +26,9 @@ from gdopt import data as gdata
 from gdopt.batching import epoch_batches
 from gdopt.engine import FitResult, History, make_step
 from tests.helpers import bad_inputs, counting_compiles
+from tests.helpers import lsq_loss as _lsq_loss
+from tests.helpers import lsq_params as _lsq_params
+from tests.helpers import lsq_problem as _lsq_problem
 
 KEY = jax.random.PRNGKey(0)
 
@@ -35,22 +38,6 @@ def _compiles(fn):
     with counting_compiles() as c:
         out = jax.block_until_ready(fn())
     return out, c.count
-
-
-def _lsq_problem(n=128, d=4, seed=0):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    x = jax.random.normal(k1, (n, d))
-    y = x @ jnp.arange(1.0, d + 1.0) - 0.5 + 0.3 * jax.random.normal(k2, (n,))
-    return x, y
-
-
-def _lsq_loss(p, batch):
-    x, y = batch
-    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-
-
-def _lsq_params(d=4):
-    return {"w": jnp.zeros(d), "b": jnp.zeros(())}
 
 
 def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
