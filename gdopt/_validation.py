@@ -152,6 +152,11 @@ class Interval(Constraint):
                 f"{name} must be {self.length} numbers, each {self.describe()[2:]}; got {value!r}."
             )
         if isinstance(value, (tuple, list)):
+            if self.length is None:
+                raise TypeError(
+                    f"{name} must be {self._accepts()}, got the {type(value).__name__} "
+                    f"{value!r}: pass one number, or jnp.asarray(...) for an array of values."
+                )
             for i, v in enumerate(value):
                 Interval(self.low, self.high, self.low_open, self.high_open, schedule=False).check(
                     f"{name}[{i}]", v

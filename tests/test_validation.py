@@ -86,17 +86,30 @@ def test_interval_refuses_non_numbers(bad):
 
 
 def test_interval_tuple_names_the_bad_entry():
-    DECAY.check("betas", (0.9, 0.999))
-    DECAY.check("betas", [0.0, 0.5])
-    assert _message(DECAY, "betas", (0.9, 1.0)) == (
+    pair = Interval(0.0, 1.0, high_open=True, length=2)  # DecayPair's constraint
+    pair.check("betas", (0.9, 0.999))
+    pair.check("betas", [0.0, 0.5])
+    assert _message(pair, "betas", (0.9, 1.0)) == (
         "betas[1] must be a finite number in [0, 1), got 1.0."
     )
-    assert _message(DECAY, "betas", (-0.5, 0.9)).startswith("betas[0] must be")
+    assert _message(pair, "betas", (-0.5, 0.9)).startswith("betas[0] must be")
     # an entry may not be a schedule or a bool either
     assert "betas[0] must be a number or an array (a schedule is not accepted here)" in (
-        _message(DECAY, "betas", (lambda c: 0.9, 0.9))
+        _message(pair, "betas", (lambda c: 0.9, 0.9))
     )
-    assert _message(DECAY, "betas", (0.9, True)) == "betas[1] must be a number, got the bool True."
+    assert _message(pair, "betas", (0.9, True)) == "betas[1] must be a number, got the bool True."
+
+
+@pytest.mark.parametrize("bad", [[0.1], (0.1, 0.2), []])
+def test_interval_without_a_length_refuses_lists_and_tuples(bad):
+    """A list where one number is meant (``learning_rate=[0.1]``) would silently become a
+    per-element hyperparameter array; only constraints with a ``length`` take sequences."""
+    with pytest.raises(TypeError, match=r"x must be a number, an array or a schedule, got the"):
+        Interval().check("x", bad)
+    import gdopt
+
+    with pytest.raises(TypeError, match="learning_rate must be"):
+        gdopt.sgd(learning_rate=bad)
 
 
 def test_interval_length():
