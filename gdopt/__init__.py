@@ -38,10 +38,12 @@ from gdopt._validation import (
     is_concrete,
 )
 from gdopt.base import *
+from gdopt.batching import microbatch  # noqa: E402  (optax's microbatch at its top level)
 from gdopt.combinators import *
+from gdopt.distributions import *  # noqa: E402  (optax's multi_normal)
 from gdopt.engine import *
-from gdopt.extras import *  # noqa: E402
 from gdopt.hyperparams import *
+from gdopt.linear_algebra import *  # noqa: E402  (optax's top-level linear algebra)
 from gdopt.losses import (  # noqa: E402  (optax's losses at its top level)
     convex_kl_divergence,
     cosine_distance,
@@ -64,12 +66,14 @@ from gdopt.losses import (  # noqa: E402  (optax's losses at its top level)
     squared_error,
 )
 from gdopt.multistart import *  # noqa: E402
+from gdopt.numerics import *
 from gdopt.optimizers import *
 from gdopt.packing import *
 from gdopt.schedules import *
 from gdopt.transforms import *
 from gdopt.transforms import linesearch
 from gdopt.tree import update_infinity_moment, update_moment_per_elem_norm  # noqa: E402
+from gdopt.tree_utils import tree_map_params  # noqa: E402  (optax's top-level name)
 from gdopt.tuning import *  # noqa: E402
 from gdopt.wrappers import *
 

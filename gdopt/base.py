@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gdopt import _numerics as num
 from gdopt._numerics import add
 from gdopt._traits import Traits, with_traits
 from gdopt._validation import Integer, Interval
@@ -69,6 +70,8 @@ __all__ = [
     "identity",
     "set_to_zero",
     "resolve",
+    "incremental_update",
+    "periodic_update",
 ]
 
 
@@ -307,3 +310,31 @@ def set_to_zero() -> GradientTransformation:
 def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
     """Evaluate a hyperparameter at step ``count``: call it if it is a schedule."""
     return value(count) if callable(value) else value
+
+
+# ----------------------------------------------------------------------------- target updates
+
+
+def incremental_update(new_tensors: Any, old_tensors: Any, step_size: Any) -> Any:
+    """Polyak averaging: ``step_size · new + (1 - step_size) · old`` leafwise.
+
+    >>> incremental_update({"w": jnp.array(1.0)}, {"w": jnp.array(0.0)}, 0.25)["w"].tolist()
+    0.25
+    """
+    return jax.tree.map(
+        lambda new, old: num.add(num.mul(step_size, new), num.mul(num.sub(1.0, step_size), old)),
+        new_tensors,
+        old_tensors,
+    )
+
+
+def periodic_update(
+    new_tensors: Any, old_tensors: Any, steps: jax.Array, update_period: int
+) -> Any:
+    """``new`` on steps that are multiples of ``update_period``, ``old`` otherwise.
+
+    >>> periodic_update({"w": jnp.array(1.0)}, {"w": jnp.array(0.0)}, jnp.array(4), 2)["w"].tolist()
+    1.0
+    """
+    take_new = steps % update_period == 0
+    return jax.tree.map(lambda new, old: num.where(take_new, new, old), new_tensors, old_tensors)

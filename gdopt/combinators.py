@@ -3,7 +3,11 @@
 ``chain`` and ``named_chain`` apply transformations in sequence; ``masked`` applies one to a
 subset of the parameters; ``partition`` (alias ``multi_transform``) gives each group of
 parameters its own transformation; ``freeze`` and ``selective_transform`` keep some
-parameters fixed.
+parameters fixed. optax's other combinators live here too: the conditional ones
+(``conditionally_transform``, ``conditionally_mask``, with the ``MultiSteps`` skip predicates
+``skip_not_finite`` and ``skip_large_updates``), ``flatten``, ``apply_every``, and the
+builders of a transformation from a function (``stateless``, ``stateless_with_tree_map``,
+``with_extra_args_support``).
 
 Parameter subsets are given the same way everywhere: a pytree with the params' structure (or
 a prefix of it, a value at a node covering its whole subtree) or a function ``params -> such a
@@ -14,20 +18,33 @@ state for them.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
+from gdopt import _control as control
+from gdopt import _numerics as num
 from gdopt._traits import (
     Traits,
     all_packable,
     check_transform,
     combined_key,
     traits_of,
+    transform,
     with_traits,
+    wrapper,
 )
-from gdopt.base import GradientTransformation, set_to_zero
-from gdopt.tree import check_same_structure, mask_leaves, tree_leaves_with_path
+from gdopt._validation import Integer
+from gdopt.base import GradientTransformation, init_empty_state, set_to_zero
+from gdopt.tree import (
+    check_same_structure,
+    mask_leaves,
+    tree_l2_norm,
+    tree_leaves_with_path,
+    tree_zeros_like,
+)
 
 __all__ = [
     "chain",
@@ -39,6 +56,18 @@ __all__ = [
     "PartitionState",
     "freeze",
     "selective_transform",
+    "conditionally_transform",
+    "ConditionallyTransformState",
+    "conditionally_mask",
+    "ConditionallyMaskState",
+    "skip_not_finite",
+    "skip_large_updates",
+    "flatten",
+    "apply_every",
+    "ApplyEvery",
+    "stateless",
+    "stateless_with_tree_map",
+    "with_extra_args_support",
 ]
 
 _is_none = lambda x: x is None  # noqa: E731
@@ -216,8 +245,10 @@ class PartitionState(NamedTuple):
 
 def _resolve_labels(param_labels: Any, tree: Any, transforms: Mapping) -> list:
     """One label per leaf of ``tree`` (``None`` leaves included), each a key of transforms."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
+    if not leaves:  # nothing to label (e.g. map_params' stand-in for the parameters)
+        return []
     labels = param_labels(tree) if callable(param_labels) else param_labels
-    _, treedef = jax.tree.flatten(tree, is_leaf=_is_none)
     try:
         full = jax.tree.map(
             lambda lab, sub: jax.tree.map(lambda _: lab, sub, is_leaf=_is_none),
@@ -399,3 +430,298 @@ def selective_transform(
         return treedef.unflatten(["freeze" if f else "train" for f in flags])
 
     return partition({"train": optimizer, "freeze": set_to_zero()}, labels)
+
+
+# ----------------------------------------------------------------------------- conditionals
+
+
+class ConditionallyTransformState(NamedTuple):
+    """The inner state and the number of steps taken so far."""
+
+    inner_state: Any
+    step: jax.Array
+
+
+class ConditionallyMaskState(NamedTuple):
+    """The number of steps taken so far and the inner state."""
+
+    step: jax.Array
+    inner_state: Any
+
+
+def _condition(fn: Callable[..., Any], step: jax.Array, forward: bool, extra: dict) -> Any:
+    return fn(step, **extra) if forward else fn(step)
+
+
+@wrapper("inner", "should_transform_fn", "forward_extra_args")
+def conditionally_transform(
+    inner: GradientTransformation,
+    should_transform_fn: Callable[..., Any],
+    forward_extra_args: bool = False,
+) -> GradientTransformation:
+    """Apply ``inner`` on the steps where ``should_transform_fn(step)`` holds; else pass through.
+
+    On other steps the updates are returned unchanged and the inner state is kept.
+
+    Args:
+      inner: the transformation.
+      should_transform_fn: ``fn(step) -> bool`` (``step`` counts from 0), or
+        ``fn(step, **extra)`` with ``forward_extra_args``.
+      forward_extra_args: pass ``update``'s keyword extras to ``should_transform_fn``.
+
+    Returns:
+      A transformation whose state is a :class:`ConditionallyTransformState`.
+
+    >>> import gdopt
+    >>> t = conditionally_transform(gdopt.scale(10.0), lambda step: step >= 1)
+    >>> s = t.init({"w": 0.0})
+    >>> u, s = t.update({"w": jnp.array(1.0)}, s)
+    >>> u2, s = t.update({"w": jnp.array(1.0)}, s)
+    >>> float(u["w"]), float(u2["w"])
+    (1.0, 10.0)
+    """
+
+    def init(params):
+        return ConditionallyTransformState(inner.init(params), jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None, **extra):
+        go = _condition(should_transform_fn, state.step, forward_extra_args, extra)
+
+        def apply():
+            new, inner_state = inner.update(updates, state.inner_state, params, **extra)
+            return num.cast_tree_like(new, updates), inner_state
+
+        new_updates, inner_state = control.cond(go, apply, lambda: (updates, state.inner_state))
+        return new_updates, ConditionallyTransformState(inner_state, num.safe_increment(state.step))
+
+    return GradientTransformation(init, update)
+
+
+@wrapper("inner", "should_transform_fn", "forward_extra_args")
+def conditionally_mask(
+    inner: GradientTransformation,
+    should_transform_fn: Callable[..., Any],
+    forward_extra_args: bool = False,
+) -> GradientTransformation:
+    """Apply ``inner`` where ``should_transform_fn(step)`` holds; else zero updates.
+
+    On other steps the updates are zeros and the inner state is kept.
+
+    Args:
+      inner: the transformation.
+      should_transform_fn: ``fn(step) -> bool`` (``step`` counts from 0), or
+        ``fn(step, **extra)`` with ``forward_extra_args``.
+      forward_extra_args: pass ``update``'s keyword extras to ``should_transform_fn``.
+
+    Returns:
+      A transformation whose state is a :class:`ConditionallyMaskState`.
+
+    >>> import gdopt
+    >>> t = conditionally_mask(gdopt.identity(), lambda step: step >= 1)
+    >>> u, s = t.update({"w": jnp.array(1.0)}, t.init({"w": 0.0}))
+    >>> float(u["w"])
+    0.0
+    """
+
+    def init(params):
+        return ConditionallyMaskState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None, **extra):
+        go = _condition(should_transform_fn, state.step, forward_extra_args, extra)
+
+        def apply():
+            new, inner_state = inner.update(updates, state.inner_state, params, **extra)
+            return num.cast_tree_like(new, updates), inner_state
+
+        def skip():
+            return tree_zeros_like(updates), state.inner_state
+
+        new_updates, inner_state = control.cond(go, apply, skip)
+        return new_updates, ConditionallyMaskState(num.safe_increment(state.step), inner_state)
+
+    return GradientTransformation(init, update)
+
+
+def skip_not_finite(
+    updates: Any, gradient_step: jax.Array, params: Any
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A ``MultiSteps`` skip predicate: skip a micro-step whose updates are not all finite.
+
+    Args:
+      updates: the incoming updates.
+      gradient_step: the step count (unused).
+      params: the parameters (unused).
+
+    Returns:
+      ``(should_skip, {"should_skip": ..., "num_not_finite": ...})``.
+
+    >>> skip, aux = skip_not_finite({"w": jnp.array([1.0, jnp.nan])}, 0, None)
+    >>> bool(skip), int(aux["num_not_finite"])
+    (True, 1)
+    """
+    del gradient_step, params
+    counts = [jnp.sum(~jnp.isfinite(x)) for x in jax.tree.leaves(updates)]
+    num_not_finite = jnp.sum(jnp.stack(counts)) if counts else jnp.zeros([], jnp.int32)
+    should_skip = num_not_finite > 0
+    return should_skip, {"should_skip": should_skip, "num_not_finite": num_not_finite}
+
+
+def skip_large_updates(
+    updates: Any, gradient_step: jax.Array, params: Any, max_squared_norm: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A ``MultiSteps`` skip predicate: skip when ``‖updates‖²`` exceeds ``max_squared_norm``
+    (or is not finite). Bind ``max_squared_norm`` with ``functools.partial``.
+
+    Args:
+      updates: the incoming updates.
+      gradient_step: the step count (unused).
+      params: the parameters (unused).
+      max_squared_norm: the largest squared global norm let through.
+
+    Returns:
+      ``(should_skip, {"should_skip": ..., "norm_squared": ...})``.
+
+    >>> skip, aux = skip_large_updates({"w": jnp.array([3.0, 4.0])}, 0, None, 10.0)
+    >>> bool(skip), float(aux["norm_squared"])
+    (True, 25.0)
+    """
+    del gradient_step, params
+    norm_sq = tree_l2_norm(updates, squared=True)
+    should_skip = jnp.logical_not(jnp.less_equal(*num.promote(norm_sq, max_squared_norm)))
+    return should_skip, {"should_skip": should_skip, "norm_squared": norm_sq}
+
+
+# ----------------------------------------------------------------------------- flatten, every
+
+
+@wrapper("inner", packable=lambda a: True)
+def flatten(inner: GradientTransformation) -> GradientTransformation:
+    """Run ``inner`` on all leaves raveled into one vector (its state holds flat buffers).
+
+    Useful for per-array transformations that should see the whole model as one array, and
+    to cut the number of buffers of a state. The leaves are cast to their common dtype.
+
+    Args:
+      inner: the transformation to run on the flat vector.
+
+    Returns:
+      A transformation with the state of ``inner`` on the raveled parameters.
+
+    >>> import gdopt
+    >>> t = flatten(gdopt.scale(2.0))
+    >>> u, _ = t.update({"a": jnp.array([1.0]), "b": jnp.array([2.0, 3.0])}, t.init(None))
+    >>> u["b"].tolist()
+    [4.0, 6.0]
+    """
+
+    def ravel(tree: Any) -> Any:
+        return None if tree is None else ravel_pytree(tree)[0]
+
+    def init(params):
+        return inner.init(ravel(params))
+
+    def update(updates, state, params=None, **extra):
+        flat, unravel = ravel_pytree(updates)
+        new, state = inner.update(flat, state, ravel(params), **extra)
+        return unravel(new), state
+
+    return GradientTransformation(init, update)
+
+
+class ApplyEvery(NamedTuple):
+    """The step count and the gradients accumulated since the last emitted update."""
+
+    count: jax.Array
+    grad_acc: Any
+
+
+@transform(packable=True)
+def apply_every(k: Annotated[int, Integer(1)] = 1) -> GradientTransformation:
+    """Sum the updates over ``k`` steps and emit the sum every ``k``-th step (zeros between).
+
+    Args:
+      k: the period, an integer >= 1.
+
+    Returns:
+      A transformation whose state is an :class:`ApplyEvery`.
+
+    >>> t = apply_every(2)
+    >>> s = t.init({"w": jnp.array(0.0)})
+    >>> u1, s = t.update({"w": jnp.array(1.0)}, s)
+    >>> u2, s = t.update({"w": jnp.array(2.0)}, s)
+    >>> float(u1["w"]), float(u2["w"])
+    (0.0, 3.0)
+    """
+
+    def init(params):
+        return ApplyEvery(jnp.zeros([], jnp.int32), tree_zeros_like(params))
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        c = state.count % k
+        keep = c != 0
+        grad_acc = num.tree_map(
+            lambda g, a: num.add(g, num.where(keep, a, jnp.zeros_like(a))), updates, state.grad_acc
+        )
+        emit = c == (k - 1)
+        new = num.tree_map(lambda a: num.where(emit, a, jnp.zeros_like(a)), grad_acc)
+        return new, ApplyEvery(num.safe_increment(state.count), grad_acc)
+
+    return GradientTransformation(init, update)
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def stateless(f: Callable[[Any, Any], Any]) -> GradientTransformation:
+    """A stateless transformation from ``f(updates, params) -> new_updates``.
+
+    >>> t = stateless(lambda u, p: jax.tree.map(lambda x: -x, u))
+    >>> t.update({"w": jnp.array(1.0)}, t.init(None))[0]["w"].item()
+    -1.0
+    """
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        return f(updates, params), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def stateless_with_tree_map(f: Callable[[Any, Any], Any]) -> GradientTransformation:
+    """A stateless transformation applying ``f(update_leaf, param_leaf)`` leafwise.
+
+    ``param_leaf`` is ``None`` when ``update`` is called without params.
+
+    >>> t = stateless_with_tree_map(lambda g, p: 2 * g)
+    >>> t.update({"w": jnp.array(1.0)}, t.init(None))[0]["w"].item()
+    2.0
+    """
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        if params is None:
+            return num.tree_map(lambda g: f(g, None), updates), state
+        return num.tree_map(f, updates, params), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+def with_extra_args_support(tx: GradientTransformation) -> GradientTransformation:
+    """``tx`` with an ``update`` that accepts (and ignores) keyword extras.
+
+    Every gdopt transformation already accepts them; this wraps transformations from
+    elsewhere whose ``update`` takes only ``(updates, state, params)``.
+
+    >>> import gdopt
+    >>> t = with_extra_args_support(gdopt.scale(2.0))
+    >>> t.update({"w": jnp.array(1.0)}, t.init(None), value=3.0)[0]["w"].item()
+    2.0
+    """
+    inner_update = tx.update
+
+    def update(updates, state, params=None, **extra):
+        del extra
+        return inner_update(updates, state, params)
+
+    return GradientTransformation(tx.init, update)

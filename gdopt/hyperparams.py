@@ -25,6 +25,10 @@ around any factory; their state is optax's ``InjectHyperparamsState(count, hyper
 inner_state)``. A named optimizer built inside them (or inside another named optimizer) runs
 with the values they pass in: its part of the state is kept in its chain's layout, without
 hyperparameters of its own.
+
+:func:`inject_stateful_hyperparams` is the same mechanism again, with schedules that keep a
+state of their own (a :class:`StatefulSchedule`, updated at every step from the keyword extras
+of ``update``); its state is optax's ``InjectStatefulHyperparamsState``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +52,13 @@ __all__ = [
     "Hyperparams",
     "HyperparamsState",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "StatefulSchedule",
+    "WrappedSchedule",
     "named_optimizer",
     "with_hyperparams",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "get_hyperparams",
     "set_hyperparams",
     "rebuild_with_hyperparams",
@@ -191,6 +199,106 @@ class InjectHyperparamsState(NamedTuple):
     count: jax.Array
     hyperparams: Hyperparams
     inner_state: Any
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """State of :func:`inject_stateful_hyperparams` (optax's layout).
+
+    Attributes:
+      count: number of updates done (int32).
+      hyperparams: a :class:`Hyperparams` dict, the values used by the latest update (at
+        init: the schedules' values for their initial states). Write to it to change the
+        values that are not scheduled.
+      hyperparams_states: ``{name: schedule state}`` of every scheduled hyperparameter (a
+        :class:`WrappedScheduleState` for a schedule of the step count).
+      inner_state: the state of the wrapped transformation.
+    """
+
+    count: jax.Array
+    hyperparams: Hyperparams
+    hyperparams_states: dict[str, Any]
+    inner_state: Any
+
+
+@runtime_checkable
+class StatefulSchedule(Protocol):
+    """A schedule that keeps a state (optax's protocol): ``init() -> state``,
+    ``update(state, **extra) -> state`` and ``schedule(state, **extra) -> value``.
+
+    :func:`inject_stateful_hyperparams` calls ``schedule(state, **extra)`` for the value of a
+    step and then ``update(state, **extra)``, with the keyword extras given to the
+    optimizer's ``update`` (``value``, ...). Any object with these three methods is one
+    (``isinstance`` checks for them).
+
+    >>> import gdopt
+    >>> isinstance(gdopt.WrappedSchedule(lambda count: 0.1), gdopt.StatefulSchedule)
+    True
+    """
+
+    def init(self) -> Any:
+        """The schedule's initial state."""
+        ...
+
+    def update(self, state: Any, **extra_args: Any) -> Any:
+        """The state after one step."""
+        ...
+
+    def __call__(self, state: Any, **extra_args: Any) -> Any:
+        """The value for the step whose state is ``state``."""
+        ...
+
+
+class WrappedScheduleState(NamedTuple):
+    """State of a :class:`WrappedSchedule`: the step count (int32)."""
+
+    count: jax.Array
+
+
+class WrappedSchedule:
+    """A schedule of the step count ``count -> value`` as a :class:`StatefulSchedule` (optax's
+    ``WrappedSchedule``): its state counts the steps, its value is ``schedule_fn(count)``.
+
+    Args:
+      schedule_fn: ``count -> value``.
+
+    >>> import gdopt
+    >>> s = gdopt.WrappedSchedule(lambda count: 2 * count)
+    >>> state = s.update(s.update(s.init()))
+    >>> int(s(state))
+    4
+    """
+
+    def __init__(self, schedule_fn: Callable[[jax.Array], Any]) -> None:
+        if not callable(schedule_fn):
+            raise TypeError(
+                "WrappedSchedule's schedule_fn must be a function count -> value, got "
+                f"{type(schedule_fn).__name__}."
+            )
+        self.schedule_fn = schedule_fn
+
+    def init(self) -> WrappedScheduleState:
+        """Step 0."""
+        return WrappedScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(self, state: WrappedScheduleState, **extra_args: Any) -> WrappedScheduleState:
+        """One step more (the extras are ignored)."""
+        del extra_args
+        return WrappedScheduleState(count=safe_increment(state.count))
+
+    def __call__(self, state: WrappedScheduleState, **extra_args: Any) -> Any:
+        """``schedule_fn(state.count)``."""
+        del extra_args
+        return self.schedule_fn(state.count)
+
+    # Two wrappers of one function compute the same values (compile caches key on it).
+    def __eq__(self, other: object) -> bool:
+        return type(other) is WrappedSchedule and other.schedule_fn is self.schedule_fn
+
+    def __hash__(self) -> int:
+        return hash((WrappedSchedule, id(self.schedule_fn)))
+
+    def __repr__(self) -> str:
+        return f"WrappedSchedule({self.schedule_fn!r})"
 
 
 class HyperparamsState:
@@ -382,20 +490,29 @@ def _hyperparams_transformation(
     check_params: bool = True,
     key: Any = None,
     rebuild: Callable[[dict[str, Any]], GradientTransformation] | None = None,
+    stateful: Mapping[str, Any] | None = None,
 ) -> GradientTransformation:
     """The one implementation: run ``body(values)`` with ``values`` read from the state.
 
     ``inject`` chooses the state: ``InjectHyperparamsState`` (optax's inject layout) or
-    :class:`HyperparamsState` (the chain's layout plus the values). ``body`` is called with
-    the original constants (and the schedules' step-0 values) once, now: the result gives
-    the traits, the initial state, and the update of a state that holds no values (a named
-    optimizer nested inside another one).
+    :class:`HyperparamsState` (the chain's layout plus the values); with ``stateful`` (a dict
+    of :class:`StatefulSchedule`, for ``inject=True`` only) it is
+    ``InjectStatefulHyperparamsState`` and those schedules' states are kept and updated with
+    the keyword extras. ``body`` is called with the original constants (and the schedules'
+    initial values) once, now: the result gives the traits, the initial state, and the
+    update of a state that holds no values (a named optimizer nested inside another one).
     """
-    constraints = {k: c for k, c in constraints.items() if k in constants or k in schedules}
+    if stateful is not None and not inject:
+        raise ValueError("stateful schedules are kept by an InjectStatefulHyperparamsState only")
+    stateful_schedules = dict(stateful or {})
+    scheduled = set(schedules) | set(stateful_schedules)
+    constraints = {k: c for k, c in constraints.items() if k in constants or k in scheduled}
 
     def at_zero() -> dict[str, Any]:
         zero = jnp.zeros([], jnp.int32)
-        return {k: s(zero) for k, s in schedules.items()}
+        out = {k: s(zero) for k, s in schedules.items()}
+        out.update({k: s(s.init()) for k, s in stateful_schedules.items()})
+        return out
 
     tx0 = body({**constants, **at_zero()})
     traits0 = traits_of(tx0)
@@ -415,10 +532,18 @@ def _hyperparams_transformation(
             last[0] = (items, tx)
         return tx
 
-    def values_at(count: jax.Array, stored: Mapping[str, Any]) -> dict[str, Any]:
+    def values_at(
+        count: jax.Array,
+        stored: Mapping[str, Any],
+        schedule_states: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         values = dict(stored)
         for k, s in schedules.items():
             values[k] = _as_value(s(count), dtype)
+        states = schedule_states or {}
+        for k, s in stateful_schedules.items():
+            values[k] = _as_value(s(states[k], **(extra or {})), dtype)
         return values
 
     def init(params):
@@ -429,6 +554,10 @@ def _hyperparams_transformation(
         values = follow_mesh(values, params)  # on the parameters' mesh under jit
         hyperparams = Hyperparams._raw(values, constraints)
         inner = _strongly_typed(_strip(tx0.init(params)))
+        if stateful is not None:
+            schedule_states = {k: s.init() for k, s in stateful_schedules.items()}
+            zero = jnp.zeros([], jnp.int32)
+            return InjectStatefulHyperparamsState(zero, hyperparams, schedule_states, inner)
         if inject:
             return InjectHyperparamsState(jnp.zeros([], jnp.int32), hyperparams, inner)
         count = jnp.zeros([], jnp.int32) if schedules else None
@@ -437,6 +566,22 @@ def _hyperparams_transformation(
     def update(updates, state, params=None, **extra):
         if check_params and params is not None:
             check_same_structure(updates, params, ("grads", "params"))
+        if stateful is not None:
+            if not isinstance(state, InjectStatefulHyperparamsState):
+                raise TypeError(
+                    "this optimizer's state must be the InjectStatefulHyperparamsState its "
+                    f"init returned, got {type(state).__name__}."
+                )
+            values = values_at(state.count, state.hyperparams, state.hyperparams_states, extra)
+            new_updates, inner = built(values).update(updates, state.inner_state, params, **extra)
+            schedule_states = {
+                k: s.update(state.hyperparams_states[k], **extra)
+                for k, s in stateful_schedules.items()
+            }
+            hyperparams = state.hyperparams.replace(values) if scheduled else state.hyperparams
+            return new_updates, InjectStatefulHyperparamsState(
+                safe_increment(state.count), hyperparams, schedule_states, inner
+            )
         if inject:
             if not isinstance(state, InjectHyperparamsState):
                 raise TypeError(
@@ -651,12 +796,79 @@ def inject_hyperparams(
     >>> round(float(s.hyperparams["learning_rate"]), 4)
     0.9
     """
+    return _inject(inner_factory, static_args, hyperparam_dtype, stateful=False)
+
+
+def inject_stateful_hyperparams(
+    inner_factory: Callable[..., GradientTransformation],
+    static_args: str | tuple[str, ...] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., GradientTransformation]:
+    """:func:`inject_hyperparams` with schedules that keep a state (optax's API).
+
+    Like :func:`inject_hyperparams`, the numeric arguments become hyperparameters held in
+    ``state.hyperparams``; a hyperparameter may also be a :class:`StatefulSchedule`, an
+    object with ``init() -> s``, ``update(s, **extra) -> s`` and ``__call__(s, **extra) ->
+    value``, whose state is kept in ``state.hyperparams_states[name]``. At every ``update``
+    the value is ``schedule(s, **extra)`` and then the schedule's state becomes
+    ``schedule.update(s, **extra)``, where ``extra`` are the keyword extras of the
+    optimizer's ``update`` (``value=loss`` for a schedule that reacts to the loss). A plain
+    schedule ``count -> value`` is wrapped in a :class:`WrappedSchedule` (its state counts
+    the steps), so it gives the same values as with :func:`inject_hyperparams`.
+
+    optax 0.2.8 also accepts stateful schedules in ``inject_hyperparams`` and deprecates this
+    name; gdopt's :func:`inject_hyperparams` keeps optax's older ``InjectHyperparamsState``
+    (no schedule states), so this is the function for stateful schedules, without a warning.
+
+    Args:
+      inner_factory: a function returning a ``GradientTransformation``.
+      static_args: names of arguments never to treat as hyperparameters.
+      hyperparam_dtype: dtype of the stored values (default: float32).
+
+    Returns:
+      A function with the factory's signature, whose transformations keep an
+      :class:`InjectStatefulHyperparamsState`.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> class Halving:  # halve the value each step the loss went up
+    ...     def init(self):
+    ...         return {"lr": jnp.asarray(1.0), "last": jnp.asarray(jnp.inf)}
+    ...     def update(self, s, value, **extra):
+    ...         lr = jnp.where(value > s["last"], s["lr"] / 2, s["lr"])
+    ...         return {"lr": lr, "last": value}
+    ...     def __call__(self, s, **extra):
+    ...         return s["lr"]
+    >>> opt = inject_stateful_hyperparams(gdopt.sgd)(learning_rate=Halving())
+    >>> p = jnp.zeros(())
+    >>> s = opt.init(p)
+    >>> for loss in (3.0, 4.0, 2.0):
+    ...     _, s = opt.update(jnp.ones(()), s, p, value=jnp.asarray(loss))
+    >>> float(s.hyperparams_states["learning_rate"]["lr"])
+    0.5
+    """
+    return _inject(inner_factory, static_args, hyperparam_dtype, stateful=True)
+
+
+def _inject(
+    inner_factory: Callable[..., GradientTransformation],
+    static_args: str | tuple[str, ...],
+    hyperparam_dtype: Any,
+    *,
+    stateful: bool,
+) -> Callable[..., GradientTransformation]:
+    """inject_hyperparams (``stateful=False``) and inject_stateful_hyperparams."""
     if isinstance(static_args, str):
         static_args = (static_args,)
     static_args = tuple(static_args)
     target = getattr(inner_factory, "__gdopt_spec__", None)
     spec = target if isinstance(target, FactorySpec) else FactorySpec(inner_factory)
     sig = inspect.signature(inner_factory)
+    unknown = sorted(set(static_args) - set(sig.parameters))
+    if unknown:
+        raise ValueError(
+            f"static_args {unknown} are not arguments of {getattr(inner_factory, '__name__', 'inner_factory')}; "
+            f"its arguments are {list(sig.parameters)}."
+        )
 
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
         arguments = spec.check(spec.bind(args, kwargs))
@@ -664,6 +876,21 @@ def inject_hyperparams(
             k for k, v in arguments.items() if k not in static_args and _injectable(spec, k, v)
         ]
         constants, schedules, static = _split(arguments, dynamic)
+        with_state: dict[str, Any] | None = None
+        if stateful:
+            with_state = {
+                k: v if isinstance(v, StatefulSchedule) else WrappedSchedule(v)
+                for k, v in schedules.items()
+            }
+            schedules = {}
+        else:
+            for k, v in schedules.items():
+                if isinstance(v, StatefulSchedule):
+                    raise TypeError(
+                        f"{k} is a stateful schedule (it has init and update): "
+                        "inject_hyperparams takes schedules count -> value; use "
+                        "gdopt.inject_stateful_hyperparams for this one."
+                    )
 
         def body(values: dict[str, Any]) -> GradientTransformation:
             return inner_factory(**static, **values)
@@ -671,11 +898,12 @@ def inject_hyperparams(
         def key() -> Any:
             k = structural_key(
                 (
-                    "inject",
+                    "inject_stateful" if stateful else "inject",
                     inner_factory,
                     static_args,
                     tuple(sorted(static.items())),
                     tuple(sorted(schedules.items())),
+                    tuple(sorted((with_state or {}).items())),
                     str(hyperparam_dtype),
                 )
             )
@@ -690,6 +918,7 @@ def inject_hyperparams(
             dtype=hyperparam_dtype,
             check_params=False,
             key=key,
+            stateful=with_state,
         )
 
     wrapped.__doc__ = inner_factory.__doc__

@@ -179,7 +179,8 @@ def exponential_decay(
       init_value: the value until ``transition_begin``.
       transition_steps: the steps over which the value is multiplied by ``decay_rate``, an
         integer >= 1 (optax turns <= 0 into a constant schedule; gdopt raises).
-      decay_rate: > 0 (optax turns 0 into a constant schedule; gdopt raises).
+      decay_rate: the factor per ``transition_steps``, > 0 (optax turns 0 into a constant
+        schedule; gdopt raises).
       transition_begin: an integer >= 0.
       staircase: decay in discrete jumps.
       end_value: an optional bound on the value.
@@ -849,12 +850,20 @@ def reduce_on_plateau(
 
 
 def __getattr__(name: str) -> Any:
-    """``gdopt.schedules.inject_hyperparams`` and ``InjectHyperparamsState``, as in optax.
+    """``gdopt.schedules.inject_hyperparams``, ``inject_stateful_hyperparams``, their states,
+    ``WrappedSchedule`` and ``StatefulSchedule``, as in optax.
 
     They live in :mod:`gdopt.hyperparams` (a layer below this one); optax also offers them
     under ``optax.schedules``, so they are looked up here on first use.
     """
-    if name in ("inject_hyperparams", "InjectHyperparamsState"):
+    if name in (
+        "inject_hyperparams",
+        "InjectHyperparamsState",
+        "inject_stateful_hyperparams",
+        "InjectStatefulHyperparamsState",
+        "WrappedSchedule",
+        "StatefulSchedule",
+    ):
         from gdopt import hyperparams
 
         return getattr(hyperparams, name)

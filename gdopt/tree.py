@@ -70,6 +70,7 @@ __all__ = [
     "full_like",
     "get",
     "get_all_with_path",
+    "map_params",
     "max",
     "min",
     "mul",
@@ -389,6 +390,8 @@ def mask_leaves(mask: Any, tree: PyTree, name: str = "mask") -> list[bool]:
     >>> mask_leaves(lambda p: {"w": True, "b": False}, {"b": 0.0, "w": 1.0})
     [False, True]
     """
+    if isinstance(tree, _ParamsMark):
+        return []  # map_params' stand-in for the parameters: no leaves to select
     is_none = lambda x: x is None  # noqa: E731
     leaves, treedef = jax.tree.flatten(tree, is_leaf=is_none)
     if callable(mask):
@@ -986,3 +989,108 @@ def set(
         return _rebuild(node, [walk(child, (*path, e)) for e, child in children])
 
     return walk(tree, ())
+
+
+@jax.tree_util.register_pytree_node_class
+class _ParamsMark:
+    """Stands for the parameters in a state built by :func:`map_params` (a node with no
+    leaves: every ``jax.tree.map`` over the parameters gives another one)."""
+
+    def tree_flatten(self) -> tuple[tuple, None]:
+        return (), None
+
+    @classmethod
+    def tree_unflatten(cls, aux: Any, children: Any) -> _ParamsMark:
+        del aux, children
+        return cls()
+
+
+def _is_mark(x: Any) -> bool:
+    return isinstance(x, _ParamsMark)
+
+
+def map_params(
+    initable: Callable[[PyTree], PyTree] | Any,
+    f: Callable[..., Any],
+    state: PyTree,
+    /,
+    *rest: Any,
+    transform_non_params: Callable[..., Any] | None = None,
+    is_leaf: Callable[[Any], bool] | None = None,
+) -> PyTree:
+    """Map ``f`` over every copy of the parameters inside an optimizer state
+    (``optax.tree.map_params``, ``optax.tree_utils.tree_map_params``).
+
+    An optimizer state holds trees shaped like the parameters (Adam's ``mu`` and ``nu``) next
+    to other values (step counts, hyperparameters). Which parts are which is found by
+    calling the optimizer's ``init`` on a stand-in for the parameters that has no leaves:
+    the parts ``init`` builds from the parameters come out as the stand-in. In each such part
+    ``f(leaf, *rest_leaves)`` replaces every leaf (``jax.tree.map(f, part, *rest,
+    is_leaf=is_leaf)``); every other part is replaced by ``transform_non_params(part)``, or
+    kept when that is ``None``. Use it to cast the moments (``bfloat16`` state), to build
+    the state's sharding specs from the parameters', or to reset moments.
+
+    Masks (``masked``, ``freeze``), ``partition`` by labels (a pytree or a function) are
+    handled; an optimizer whose ``init`` needs the parameters' own structure (a packed
+    optimizer) raises a ``ValueError`` saying so.
+
+    Args:
+      initable: the optimizer (anything with ``init``) or an ``init`` function.
+      f: ``f(leaf, *rest_leaves) -> new leaf``, applied to the parameter-shaped parts.
+      state: a state of that optimizer.
+      *rest: trees shaped like the parameters whose leaves are passed to ``f``.
+      transform_non_params: applied to each leaf of the state that is not part of a copy of
+        the parameters (``None``: those are kept as they are).
+      is_leaf: passed to ``jax.tree.map`` over the parameter-shaped parts (to stop at masked
+        subtrees, say).
+
+    Returns:
+      A pytree with the state's structure where ``f`` and ``transform_non_params`` decided
+      the leaves.
+
+    Raises:
+      TypeError: ``initable`` is neither callable nor has an ``init``.
+      ValueError: ``state`` is not shaped like the state ``initable`` makes (the message
+        gives JAX's description of the difference), or ``init`` needs the parameters.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> opt = gdopt.adam(1e-3)
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = map_params(opt, lambda x: x.astype(jnp.bfloat16), opt.init(params))
+    >>> state[0].mu["w"].dtype, state[0].count.dtype
+    (dtype(bfloat16), dtype('int32'))
+    >>> specs = map_params(opt, lambda _, s: s, opt.init(params), {"w": "data"},
+    ...                    transform_non_params=lambda _: None)
+    >>> specs[0].nu, specs[0].count
+    ({'w': 'data'}, None)
+    """
+    init = getattr(initable, "init", initable)
+    if not callable(init):
+        raise TypeError(
+            "map_params' initable must be an optimizer (with init) or an init function, got "
+            f"{type(initable).__name__}."
+        )
+    try:
+        marked = init(_ParamsMark())
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ValueError(
+            "map_params cannot tell which parts of this optimizer's state are shaped like the "
+            "parameters: its init needs the parameters' own structure (a packed optimizer's "
+            "does); map over the state with jax.tree.map instead. "
+            f"init said: {e}"
+        ) from None
+
+    def one(mark: Any, value: Any) -> Any:
+        if isinstance(mark, _ParamsMark):
+            return jax.tree.map(f, value, *rest, is_leaf=is_leaf)
+        if transform_non_params is not None:
+            return transform_non_params(value)
+        return value
+
+    try:
+        return jax.tree.map(one, marked, state, is_leaf=_is_mark)
+    except ValueError as e:
+        raise ValueError(
+            f"map_params' state is not a state of this optimizer (its init makes another "
+            f"structure): {e}"
+        ) from None

@@ -2,7 +2,6 @@
 
 ``gdopt.tree_utils.tree_norm`` is ``gdopt.tree.norm``, and so on, with optax's signatures
 (a program written against ``optax.tree_utils`` runs with ``gdopt.tree_utils``).
-``tree_map_params`` is not provided (see ``docs/optax_coverage.md``).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ __all__ = [
     "tree_full_like",
     "tree_get",
     "tree_get_all_with_path",
+    "tree_map_params",
     "tree_max",
     "tree_min",
     "tree_mul",
@@ -62,6 +62,7 @@ tree_dtype = _tree.dtype
 tree_full_like = _tree.full_like
 tree_get = _tree.get
 tree_get_all_with_path = _tree.get_all_with_path
+tree_map_params = _tree.map_params
 tree_max = _tree.max
 tree_min = _tree.min
 tree_mul = _tree.mul

@@ -46,10 +46,6 @@ _STATELESS = (
     "EmptyState or its own NamedTuple); programs read states by field, never build them"
 )
 _TYPE = "a typing alias or protocol, used in annotations only"
-_MONITOR = (
-    "optax 0.2.8's monitoring transformations (monitor, snapshot, measure_with_ema) are "
-    "not implemented yet"
-)
 
 # optax name (in any namespace) -> why gdopt has no object of that name there.
 REASONS: dict[str, str] = {
@@ -106,26 +102,9 @@ REASONS: dict[str, str] = {
     "ScaleByTrustRatioState": _STATELESS,
     "MultiTransformState": "gdopt's multi_transform/partition state is PartitionState "
     "(optax's alias of the same layout)",
-    # combinators and utilities not implemented yet
-    "monitor": _MONITOR,
-    "snapshot": _MONITOR,
-    "measure_with_ema": _MONITOR,
-    "MonitorState": _MONITOR,
-    "SnapshotState": _MONITOR,
-    "microbatch": "not implemented yet (gdopt.accumulate / MultiSteps accumulate "
-    "micro-batches across steps)",
-    "inject_stateful_hyperparams": "not implemented yet (gdopt.inject_hyperparams takes "
-    "schedules of the step count)",
-    "InjectStatefulHyperparamsState": "see inject_stateful_hyperparams",
-    "WrappedSchedule": "see inject_stateful_hyperparams",
+    # deliberate differences
     "LookaheadParams": "deliberate: gdopt.lookahead keeps the slow weights in its state, so "
     "params and gradients are plain pytrees (docs/migration.md)",
-    "tree_map_params": "not implemented yet",
-    "map_params": "not implemented yet (optax.tree.map_params)",
-    "matrix_inverse_pth_root": "not implemented yet (a Shampoo helper)",
-    "power_iteration": "not implemented yet",
-    "multi_normal": "not implemented yet (a distribution helper for optax's examples)",
-    "nnls": "not implemented yet (a non-negative least-squares solver)",
     # types
     "MaskOrFn": _TYPE,
     "MaskedNode": "optax's placeholder for masked-out leaves: gdopt's masked and "
@@ -133,7 +112,6 @@ REASONS: dict[str, str] = {
     "ShouldSkipUpdateFunction": _TYPE,
     "TransformUpdateExtraArgsFn": _TYPE,
     "ConditionFn": _TYPE,
-    "StatefulSchedule": _TYPE,
 }
 
 

@@ -1,10 +1,14 @@
 """``gdopt/combinators.py``: chain, named_chain, masked, partition / multi_transform, freeze,
-selective_transform: parity with optax (the oracle runs under ``oracle()``), state memory,
+selective_transform, and optax's other combinators (conditionals, skip predicates,
+flatten, apply_every, the stateless builders): parity with optax (the oracle runs under ``oracle()``), state memory,
 and errors that name key paths."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -195,3 +199,68 @@ def test_masked_inner_sees_none_for_other_leaves():
     for tree in (seen["init"], *seen["update"]):
         assert tree["dense"]["w"] is None and tree["scale"] is None
         assert tree["layers"][0].shape == (5,)
+
+
+# ----------------------------------------------------------------------------- optax's other combinators
+
+_OPTAX_PARAMS = make_params()
+_OPTAX_GRADS = gradient_sequence(_OPTAX_PARAMS, 8)
+
+# (case, gdopt factory, optax factory): 8 steps, the same parameters after each.
+CASES = [
+    (
+        "conditionally_transform",
+        lambda lib: lib.conditionally_transform(lib.scale(3.0), lambda step: step % 3 == 1),
+    ),
+    (
+        "conditionally_mask",
+        lambda lib: lib.conditionally_mask(lib.trace(0.9), lambda step: step >= 2),
+    ),
+    ("flatten", lambda lib: lib.flatten(lib.scale_by_adam())),
+    ("apply_every", lambda lib: lib.apply_every(3)),
+    ("normalize_by_update_norm", lambda lib: lib.normalize_by_update_norm(0.5)),
+    ("stateless", lambda lib: lib.stateless(lambda u, p: jax.tree.map(lambda g, x: g * x, u, p))),
+    ("stateless_with_tree_map", lambda lib: lib.stateless_with_tree_map(lambda g, p: g - p)),
+    ("with_extra_args_support", lambda lib: lib.with_extra_args_support(lib.scale(2.0))),
+]
+
+
+@pytest.mark.parametrize(("case", "build"), CASES, ids=[c[0] for c in CASES])
+def test_combinators_match_optax(case, build):
+    ours = run_trajectory(build(gdopt), _OPTAX_PARAMS, _OPTAX_GRADS)
+    with oracle():
+        ref = run_trajectory(build(optax), _OPTAX_PARAMS, _OPTAX_GRADS, apply=optax.apply_updates)
+    for a, b in zip(ours, ref, strict=True):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7, err_msg=case)
+
+
+def test_transforms_namespace_has_the_conditionals():
+    assert gdopt.transforms.conditionally_mask is gdopt.conditionally_mask
+    assert gdopt.transforms.chain is gdopt.chain
+    assert gdopt.transforms.MultiSteps is gdopt.MultiSteps
+
+
+def test_skip_functions_match_optax_and_drive_multisteps():
+    bad = {"w": jnp.array([1.0, jnp.nan, jnp.inf])}
+    for fn in [
+        gdopt.skip_not_finite,
+        functools.partial(gdopt.skip_large_updates, max_squared_norm=1.0),
+    ]:
+        name = getattr(fn, "func", fn).__name__
+        ref_fn = getattr(optax, name)
+        if isinstance(fn, functools.partial):
+            ref_fn = functools.partial(ref_fn, **fn.keywords)
+        for updates in (bad, {"w": jnp.array([0.1, 0.2])}, {"w": jnp.array([3.0, 4.0])}):
+            skip, aux = fn(updates, jnp.array(0), None)
+            with oracle():
+                ref_skip, ref_aux = ref_fn(updates, jnp.array(0), None)
+            assert bool(skip) == bool(ref_skip), (name, updates)
+            assert sorted(aux) == sorted(ref_aux)
+            for k in aux:
+                np.testing.assert_array_equal(aux[k], ref_aux[k])
+    opt = gdopt.MultiSteps(gdopt.sgd(1.0), 2, should_skip_update_fn=gdopt.skip_not_finite)
+    params = {"w": jnp.zeros(3)}
+    state = opt.init(params)
+    updates, state = opt.update(bad, state, params)
+    assert float(jnp.abs(updates["w"]).sum()) == 0.0

@@ -9,7 +9,10 @@
   dtype and shape, no new names, no deletions;
 * ``inject_hyperparams`` over a named optimizer and over a user factory (oracle: optax's),
   ``with_hyperparams``, ``rebuild_with_hyperparams``, a named optimizer given a bare chain
-  state, and the legacy ``named_optimizer(build, **values)`` form.
+  state, and the legacy ``named_optimizer(build, **values)`` form;
+* ``inject_stateful_hyperparams`` with step schedules (``WrappedSchedule``) and a stateful
+  schedule driven by the loss (oracle: optax's, state field by field, jitted), under
+  ``lax.scan`` and ``fit``.
 
 (Every optimizer's ``get_hyperparams``, ``set_hyperparams`` and ``vmap`` over its learning rate:
 ``tests/test_optimizers.py``.)
@@ -619,3 +622,180 @@ def test_state_keys_are_of_one_kind_and_read_as_attributes():
     assert len(sorted(tuple(plain(k) for k in p) for p in paths)) == len(paths)  # comparable
     names = {jax.tree_util.keystr(p) for p in paths}
     assert "[0].mu['w']" in names and ".hyperparams['learning_rate']" in names
+
+
+# ----------------------------------------------------------------------------- stateful schedules
+
+
+class HalveOnIncrease:
+    """A stateful schedule: the value halves at each step whose loss (``value``) went up.
+
+    Plain JAX, so the same object drives gdopt's and optax's inject_stateful_hyperparams.
+    """
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+
+    def init(self):
+        return {"lr": jnp.asarray(self.start, jnp.float32), "last": jnp.asarray(jnp.inf)}
+
+    def update(self, state, value=None, **extra):
+        lr = jnp.where(value > state["last"], state["lr"] / 2, state["lr"])
+        return {"lr": lr, "last": jnp.asarray(value, jnp.float32)}
+
+    def __call__(self, state, **extra):
+        return state["lr"]
+
+
+LOSSES = [3.0, 4.0, 2.0, 5.0, 6.0, 1.0]
+
+
+def _stateful_pair(ours_factory, ref_factory, **hyper):
+    ours = gdopt.inject_stateful_hyperparams(ours_factory)(**hyper)
+    with oracle(), pytest.warns(DeprecationWarning):
+        ref = optax.inject_stateful_hyperparams(ref_factory)(**hyper)
+    return ours, ref
+
+
+def _steps(opt):
+    update = jax.jit(opt.update)
+    state = s0 = opt.init(PARAMS)
+    out = []
+    for g, loss in zip(GRADS[: len(LOSSES)], LOSSES, strict=True):
+        u, state = update(g, state, PARAMS, value=jnp.asarray(loss))
+        out.append((u, state))
+    return s0, out
+
+
+def _same(ours, ref, rtol=1e-6):
+    a, b = jax.tree.leaves(ours), jax.tree.leaves(ref)
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert jnp.asarray(x).dtype == jnp.asarray(y).dtype
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("case", "hyper"),
+    [
+        ("step schedule", {"learning_rate": optax.linear_schedule(0.1, 0.01, 4), "b1": 0.8}),
+        ("stateful schedule", {"learning_rate": HalveOnIncrease(0.1)}),
+        (
+            "both",
+            {"learning_rate": HalveOnIncrease(0.05), "b2": optax.linear_schedule(0.9, 0.99, 3)},
+        ),
+    ],
+)
+def test_inject_stateful_hyperparams_matches_optax(case, hyper):
+    ours, ref = _stateful_pair(gdopt.adam, optax.adam, **hyper)
+    s0, steps = _steps(ours)
+    with oracle():
+        r0, ref_steps = _steps(ref)
+    assert type(s0) is gdopt.InjectStatefulHyperparamsState
+    assert s0._fields == r0._fields == ("count", "hyperparams", "hyperparams_states", "inner_state")
+    for (u, s), (ru, rs) in [((None, s0), (None, r0)), *zip(steps, ref_steps, strict=True)]:
+        if u is not None:
+            _same(u, ru)
+        assert int(s.count) == int(rs.count)
+        assert sorted(s.hyperparams) == sorted(rs.hyperparams)
+        _same(dict(s.hyperparams), dict(rs.hyperparams))
+        assert sorted(s.hyperparams_states) == sorted(rs.hyperparams_states)
+        for k, v in s.hyperparams_states.items():
+            assert type(v).__name__ == type(rs.hyperparams_states[k]).__name__
+            _same(v, rs.hyperparams_states[k])
+        _same(s.inner_state, rs.inner_state)
+
+
+def test_stateful_schedule_by_hand_and_get_hyperparams():
+    opt = gdopt.inject_stateful_hyperparams(gdopt.sgd)(learning_rate=HalveOnIncrease(0.4))
+    _, steps = _steps(opt)
+    # losses 3, 4, 2, 5, 6, 1: the value used at a step is the state's before that step's
+    # update; it halves after the steps whose loss rose (4 > 3, 5 > 2, 6 > 5)
+    used = [float(s.hyperparams["learning_rate"]) for _, s in steps]
+    assert used == pytest.approx([0.4, 0.4, 0.2, 0.2, 0.1, 0.05])
+    last = steps[-1][1]
+    assert float(last.hyperparams_states["learning_rate"]["lr"]) == pytest.approx(0.05)
+    assert float(gdopt.get_hyperparams(last)["learning_rate"]) == pytest.approx(0.05)
+    # the update is -lr * g with the value of the step
+    np.testing.assert_allclose(
+        steps[2][0]["dense"]["b"], -0.2 * np.asarray(GRADS[2]["dense"]["b"]), rtol=1e-6
+    )
+
+
+def test_a_wrapped_schedule_gives_inject_hyperparams_values():
+    sched = gdopt.cosine_decay_schedule(0.1, 10)
+    plain = gdopt.inject_hyperparams(gdopt.adam)(learning_rate=sched)
+    stateful = gdopt.inject_stateful_hyperparams(gdopt.adam)(learning_rate=sched)
+    assert_trajectories_close(
+        run_trajectory(stateful, PARAMS, GRADS), run_trajectory(plain, PARAMS, GRADS), 0, 0
+    )
+    s = stateful.init(PARAMS)
+    assert isinstance(s.hyperparams_states["learning_rate"], gdopt.hyperparams.WrappedScheduleState)
+    w = gdopt.WrappedSchedule(sched)
+    assert w == gdopt.WrappedSchedule(sched) and hash(w) == hash(gdopt.WrappedSchedule(sched))
+    assert isinstance(w, gdopt.StatefulSchedule) and not isinstance(sched, gdopt.StatefulSchedule)
+    assert float(w(w.update(w.init()))) == pytest.approx(float(sched(1)))
+
+
+def test_stateful_state_is_one_type_under_scan_and_constants_can_be_written():
+    opt = gdopt.inject_stateful_hyperparams(gdopt.adam)(learning_rate=HalveOnIncrease(0.1))
+    s0 = opt.init(PARAMS)
+
+    def body(state, xs):
+        g, loss = xs
+        return opt.update(g, state, PARAMS, value=loss)[1], None
+
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *GRADS[:6])
+    final, _ = jax.lax.scan(body, s0, (stacked, jnp.asarray(LOSSES)))
+    _, steps = _steps(opt)
+    _same(final, steps[-1][1])
+    s0.hyperparams["b1"] = 0.5  # a constant is written like inject_hyperparams'
+    assert float(s0.hyperparams["b1"]) == 0.5
+    with pytest.raises(ValueError, match=r"b1 must be a finite number in \[0, 1\)"):
+        s0.hyperparams["b1"] = 1.5
+
+
+def test_stateful_schedule_names_are_exported_where_optax_has_them():
+    for name in (
+        "inject_stateful_hyperparams",
+        "InjectStatefulHyperparamsState",
+        "WrappedSchedule",
+        "StatefulSchedule",
+    ):
+        assert getattr(gdopt.schedules, name) is getattr(gdopt.hyperparams, name)
+    for name in (
+        "inject_stateful_hyperparams",
+        "InjectStatefulHyperparamsState",
+        "WrappedSchedule",
+    ):
+        assert getattr(gdopt, name) is getattr(gdopt.hyperparams, name)
+
+
+def test_stateful_schedule_bad_input():
+    with pytest.raises(TypeError, match="use gdopt.inject_stateful_hyperparams"):
+        gdopt.inject_hyperparams(gdopt.sgd)(learning_rate=HalveOnIncrease(0.1))
+    with pytest.raises(ValueError, match=r"static_args \['lr'\] are not arguments of sgd"):
+        gdopt.inject_stateful_hyperparams(gdopt.sgd, static_args="lr")
+    with pytest.raises(TypeError, match="WrappedSchedule's schedule_fn must be a function"):
+        gdopt.WrappedSchedule(0.1)
+    with pytest.raises(ValueError, match=r"learning_rate must be a finite number in \(0, inf\)"):
+        gdopt.inject_stateful_hyperparams(gdopt.sgd)(learning_rate=-0.1)
+    opt = gdopt.inject_stateful_hyperparams(gdopt.sgd)(learning_rate=0.1)
+    plain = gdopt.inject_hyperparams(gdopt.sgd)(learning_rate=0.1)
+    with pytest.raises(TypeError, match="must be the InjectStatefulHyperparamsState"):
+        opt.update(P2, plain.init(P2), P2)
+
+
+def test_a_stateful_schedule_in_fit_sees_the_loss():
+    # fit passes the batch loss as ``value``: the schedule halves the rate when it rises
+    x = jnp.arange(8.0).reshape(4, 2)
+    y = jnp.array([1.0, 2.0, 3.0, 4.0])
+    opt = gdopt.inject_stateful_hyperparams(gdopt.sgd)(learning_rate=HalveOnIncrease(0.2))
+    res = gdopt.fit(
+        lambda p, b: jnp.mean((b[0] @ p - b[1]) ** 2), jnp.zeros(2), opt, (x, y), epochs=10
+    )
+    lr = float(res.opt_state.hyperparams_states["learning_rate"]["lr"])
+    halvings = np.log2(0.2 / lr)
+    assert halvings >= 1 and halvings == pytest.approx(round(halvings), abs=1e-4)
+    final = float(jnp.mean((x @ res.params - y) ** 2))
+    assert final < float(jnp.mean(y**2))

@@ -8,10 +8,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+import gdopt
 from gdopt import _numerics as num
-from tests.helpers import counting_compiles
+from tests.helpers import counting_compiles, make_params
 
 # ----------------------------------------------------------------------------- moments
 
@@ -162,3 +164,43 @@ def test_promote_leaves_operands_that_need_no_cast_untouched():
     assert w.dtype == jnp.float32 and w.weak_type  # an int32 counter meeting a Python float
     with jax.numpy_dtype_promotion("strict"):
         assert num.promote_types(jnp.bfloat16, jnp.float32) == jnp.float32
+
+
+# ----------------------------------------------------------------------------- public helpers (gdopt/numerics.py, base.py)
+
+
+def test_numeric_helpers_match_optax():
+    x = jnp.array([[3.0, -4.0], [0.0, 0.0]])
+    for ours, theirs in [
+        (gdopt.safe_norm(x, 1e-3), optax.safe_norm(x, 1e-3)),
+        (gdopt.safe_norm(x, 1e-3, axis=1), optax.safe_norm(x, 1e-3, axis=1)),
+        (
+            gdopt.safe_norm(x, 0.1, ord=1, axis=1, keepdims=True),
+            optax.safe_norm(x, 0.1, ord=1, axis=1, keepdims=True),
+        ),
+        (gdopt.safe_root_mean_squares(x, 1e-3), optax.safe_root_mean_squares(x, 1e-3)),
+        (
+            gdopt.safe_root_mean_squares(jnp.zeros(3), 1e-3),
+            optax.safe_root_mean_squares(jnp.zeros(3), 1e-3),
+        ),
+        (gdopt.global_norm(make_params()), optax.tree.norm(make_params())),
+        (
+            gdopt.unitwise_clip(jnp.abs(x), jnp.full_like(x, 2.0), x),
+            optax.transforms.unitwise_clip(jnp.abs(x), jnp.full_like(x, 2.0), x),
+        ),
+    ]:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    grad = jax.grad(lambda v: gdopt.safe_norm(v, 1e-3))(jnp.zeros(2))
+    assert np.all(np.isfinite(grad))
+    new, old = {"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([0.0, 4.0])}
+    np.testing.assert_allclose(
+        gdopt.incremental_update(new, old, 0.25)["w"], optax.incremental_update(new, old, 0.25)["w"]
+    )
+    for step in (3, 4):
+        np.testing.assert_array_equal(
+            gdopt.periodic_update(new, old, jnp.array(step), 2)["w"],
+            optax.periodic_update(new, old, jnp.array(step), 2)["w"],
+        )
+    grad = jax.grad(lambda v: jnp.sum(gdopt.scale_gradient(v, 0.25) ** 2))(jnp.array([2.0]))
+    np.testing.assert_allclose(grad, [1.0])
+    np.testing.assert_array_equal(gdopt.scale_gradient(jnp.array([2.0]), 0.25), [2.0])

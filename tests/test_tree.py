@@ -1,6 +1,7 @@
 """``gdopt/tree.py``: pytree arithmetic, norms, sizes and casts; the structure, shape, dtype and
 mask checks whose messages name the key path (directly and through an optimizer's
-``init``/``update``); mixed-dtype arithmetic computing what standard promotion computes."""
+``init``/``update``); mixed-dtype arithmetic computing what standard promotion computes;
+``map_params`` on gdopt states against optax's ``tree_map_params`` on optax's."""
 
 from __future__ import annotations
 
@@ -169,16 +170,17 @@ def test_tree_functions_match_optax(case, name, args, kwargs):
 
 
 def test_every_optax_tree_function_has_a_case_or_a_test():
-    covered = {name for _, name, _, _ in TREE_CASES} | {"dtype", "get", "get_all_with_path", "set"}
+    covered = {name for _, name, _, _ in TREE_CASES}
+    covered |= {"dtype", "get", "get_all_with_path", "set", "map_params"}
     public = {
         n for n in dir(optax.tree) if not n.startswith("_") and callable(getattr(optax.tree, n))
     }
-    assert public - covered == {"map_params"}  # not implemented: docs/optax_coverage.md
+    assert public - covered == set()
 
 
 def test_tree_utils_names_are_the_tree_functions():
     for name in dir(optax.tree_utils):
-        if name.startswith("tree_") and name != "tree_map_params":
+        if name.startswith("tree_"):
             assert getattr(gdopt.tree_utils, name) is getattr(gtree, name[len("tree_") :]), name
 
 
@@ -246,3 +248,167 @@ def test_non_array_leaves_get_no_state_or_a_message():
     np.testing.assert_array_equal(updates["w"], [-0.5, -0.5])
     with pytest.raises(TypeError, match=r"params\['act'\] is a .*not an array.*eqx\.filter"):
         gdopt.adam(0.1).init(params)
+
+
+# ----------------------------------------------------------------------------- map_params
+
+_P = {"dense": {"w": jnp.arange(6.0).reshape(3, 2), "b": jnp.ones(2)}, "s": jnp.asarray(0.5)}
+_G = jax.tree.map(lambda x: 0.1 * x + 0.2, _P)
+
+
+def _to_bf16(x):
+    return x.astype(jnp.bfloat16)
+
+
+def _same_paths_and_leaves(ours, ref, case):
+    """Equal key paths (``[0].mu['dense']['w']``), dtypes and values: gdopt's and optax's
+    states are different classes with the same layout."""
+    fa, fb = (jax.tree_util.tree_flatten_with_path(t)[0] for t in (ours, ref))
+    assert [jax.tree_util.keystr(p) for p, _ in fa] == [jax.tree_util.keystr(p) for p, _ in fb]
+    _assert_same_tree([x for _, x in fa], [y for _, y in fb], case)
+
+
+def _stepped(opt, params=_P, grads=_G):
+    state = opt.init(params)
+    return opt.update(grads, state, params)[1]
+
+
+@pytest.mark.parametrize(
+    ("case", "ours", "ref"),
+    [
+        ("adam", lambda: gdopt.adam(1e-2), lambda: optax.adam(1e-2)),
+        ("sgd with momentum", lambda: gdopt.sgd(1e-2, 0.9), lambda: optax.sgd(1e-2, 0.9)),
+        (
+            "chain",
+            lambda: gdopt.chain(gdopt.clip_by_global_norm(1.0), gdopt.scale_by_adam()),
+            lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam()),
+        ),
+        (
+            "injected",
+            lambda: gdopt.inject_stateful_hyperparams(gdopt.adamw)(learning_rate=1e-2),
+            lambda: optax.inject_hyperparams(optax.adamw)(learning_rate=1e-2),
+        ),
+    ],
+)
+def test_map_params_casts_a_state_like_optax(case, ours, ref):
+    """bfloat16 copies of the parameter-shaped parts; the counters and hyperparameters are
+    left alone (or marked by transform_non_params), as optax's tree_map_params does on
+    optax's state of the same layout."""
+    ours_opt = ours()
+    state = _stepped(ours_opt)
+    out = gtree.map_params(ours_opt, _to_bf16, state)
+    marked = gtree.map_params(ours_opt, _to_bf16, state, transform_non_params=lambda _: -1)
+    with oracle():
+        ref_opt = ref()
+        ref_state = _stepped(ref_opt)
+        ref_out = optax.tree_utils.tree_map_params(ref_opt, _to_bf16, ref_state)
+        ref_marked = optax.tree.map_params(
+            ref_opt, _to_bf16, ref_state, transform_non_params=lambda _: -1
+        )
+    inner = lambda s: s.inner_state if isinstance(s, gdopt.HyperparamsState) else s  # noqa: E731
+    assert jax.tree.structure(out) == jax.tree.structure(state)
+    for a, b in ((out, ref_out), (marked, ref_marked)):
+        if case == "injected":  # compare by field; gdopt's hyperparams is its checked dict
+            _same_paths_and_leaves(a.inner_state, b.inner_state, case)
+            _same_paths_and_leaves(dict(a.hyperparams), dict(b.hyperparams), case)
+            _same_paths_and_leaves(a.hyperparams_states, b.hyperparams_states, case)
+            _same_paths_and_leaves(a.count, b.count, case)
+        else:
+            _same_paths_and_leaves(inner(a), b, case)
+    # the values are the state's, rounded to bfloat16; gdopt's hyperparameters are non-params
+    for x, y in zip(jax.tree.leaves(inner(out)), jax.tree.leaves(inner(state)), strict=True):
+        expected = y.astype(jnp.bfloat16) if jnp.issubdtype(y.dtype, jnp.floating) else y
+        if x.dtype == jnp.bfloat16:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(expected))
+        else:
+            assert x.dtype == y.dtype
+    if isinstance(out, gdopt.HyperparamsState):
+        assert out.hyperparams["learning_rate"].dtype == jnp.float32
+        assert set(marked.hyperparams.values()) == {-1}
+
+
+def test_map_params_builds_specs_from_extra_trees():
+    # optax's example: the state's copies of the params take the params' specs
+    opt = gdopt.adam(1e-3)
+    specs = {"dense": {"w": "rows", "b": None}, "s": "scalar"}
+    out = gtree.map_params(
+        opt, lambda _, spec: spec, opt.init(_P), specs, transform_non_params=lambda _: "other"
+    )
+    assert out[0].mu == specs and out[0].nu == specs and out[0].count == "other"
+    assert set(out.hyperparams.values()) == {"other"}
+    # an init function works like the optimizer; *rest leaves reach f one by one
+    total = gtree.map_params(opt.init, lambda m, p, g: m + p + g, _stepped(opt), _P, _G)
+    np.testing.assert_allclose(
+        total[0].nu["dense"]["w"],
+        _stepped(opt)[0].nu["dense"]["w"] + _P["dense"]["w"] + _G["dense"]["w"],
+    )
+
+
+def test_map_params_over_every_optimizer_state():
+    """Every named optimizer's state: its init runs on the stand-in for the parameters
+    and an identity f gives the state back unchanged (Adam: f sees mu and nu only)."""
+    from tests.registry import NAMES, REGISTRY
+
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    for name in NAMES:
+        opt = REGISTRY[name].make()
+        state = opt.init(params)
+        out = gtree.map_params(opt, lambda x: x, state)
+        assert jax.tree.structure(out) == jax.tree.structure(state), name
+        for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(state), strict=True):
+            assert x is y, name
+    adam_seen = []
+    gtree.map_params(
+        gdopt.adam(0.1), lambda x: adam_seen.append(x.shape), gdopt.adam(0.1).init(params)
+    )
+    assert adam_seen == [(2,), (3, 2), (2,), (3, 2)]  # mu and nu, nothing else
+
+
+def test_map_params_is_leaf_and_masked_states():
+    # is_leaf stops f at a subtree of the parameter-shaped parts
+    params = {"pair": (jnp.ones(2), jnp.zeros(2)), "x": jnp.ones(3)}
+    opt = gdopt.sgd(0.1, momentum=0.9)
+    out = gtree.map_params(
+        opt,
+        lambda t: "pair" if isinstance(t, tuple) else "leaf",
+        opt.init(params),
+        is_leaf=lambda t: isinstance(t, tuple),
+    )
+    assert out[0].trace == {"pair": "pair", "x": "leaf"}
+    # masked-out leaves have no state (None): f never sees them; optax's has MaskedNode there
+    masked = gdopt.masked(gdopt.scale_by_adam(), {"pair": False, "x": True})
+    out = gtree.map_params(masked, _to_bf16, masked.init(params))
+    assert out.inner_state.mu["pair"] == (None, None)
+    assert (
+        out.inner_state.mu["x"].dtype == jnp.bfloat16 and out.inner_state.count.dtype == jnp.int32
+    )
+    with oracle():
+        ref = optax.masked(optax.scale_by_adam(), {"pair": False, "x": True})
+        ref_out = optax.tree.map_params(ref, _to_bf16, ref.init(params))
+    _assert_same_tree(out.inner_state.nu["x"], ref_out.inner_state.nu["x"], "masked")
+    # a partition by a pytree of labels: each group's moments cast, the others' None
+    labels = {"pair": "A", "x": "B"}
+    part = gdopt.partition({"A": gdopt.adam(1e-3), "B": gdopt.sgd(0.1, momentum=0.9)}, labels)
+    out = gtree.map_params(part, _to_bf16, part.init(params))
+    adam_state, trace_state = out.inner_states["A"][0], out.inner_states["B"][0]
+    assert adam_state.mu["x"] is None and trace_state.trace["pair"] == (None, None)
+    assert adam_state.count.dtype == jnp.int32
+    with oracle():
+        ref = optax.partition({"A": optax.adam(1e-3), "B": optax.sgd(0.1, momentum=0.9)}, labels)
+        ref_out = optax.tree.map_params(ref, _to_bf16, ref.init(params))
+    ref_a, ref_b = (
+        ref_out.inner_states["A"].inner_state[0],
+        ref_out.inner_states["B"].inner_state[0],
+    )
+    _assert_same_tree(adam_state.mu["pair"], ref_a.mu["pair"], "partition mu")
+    _assert_same_tree(adam_state.nu["pair"], ref_a.nu["pair"], "partition nu")
+    _assert_same_tree(trace_state.trace["x"], ref_b.trace["x"], "partition trace")
+
+
+def test_map_params_bad_input_and_names():
+    opt = gdopt.adam(1e-3)
+    with pytest.raises(TypeError, match="initable must be an optimizer"):
+        gtree.map_params(3.0, _to_bf16, opt.init(_P))
+    with pytest.raises(ValueError, match="not a state of this optimizer"):
+        gtree.map_params(gdopt.sgd(0.1, 0.9), _to_bf16, opt.init(_P))
+    assert gdopt.tree_utils.tree_map_params is gtree.map_params

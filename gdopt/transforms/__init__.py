@@ -12,31 +12,28 @@ and at the top level of :mod:`gdopt`:
 * :mod:`~gdopt.transforms.constraints`: projections onto constraint sets;
 * :mod:`~gdopt.transforms.regularization`: weight decay, gradient noise, centralisation;
 * :mod:`~gdopt.transforms.second_order`: curvature estimates (Sophia, Hutchinson);
-* :mod:`~gdopt.transforms.linesearch`: backtracking and strong-Wolfe line searches, L-BFGS.
+* :mod:`~gdopt.transforms.linesearch`: backtracking and strong-Wolfe line searches, L-BFGS;
+* :mod:`~gdopt.transforms.monitoring`: measurements of the updates kept in the state.
 """
 
 # optax.transforms also holds optax's combinators and wrappers: the same objects here (they
 # live in gdopt.combinators and gdopt.wrappers and are not part of this package's __all__).
 from gdopt.combinators import (  # noqa: E402
+    ConditionallyMaskState,
+    ConditionallyTransformState,
     MaskedState,
     PartitionState,
     chain,
+    conditionally_mask,
+    conditionally_transform,
+    flatten,
     freeze,
     masked,
     named_chain,
     partition,
     selective_transform,
-)
-from gdopt.extras import (  # noqa: E402
-    ConditionallyMaskState,
-    ConditionallyTransformState,
-    conditionally_mask,
-    conditionally_transform,
-    flatten,
-    per_example_layer_norm_clip,
     skip_large_updates,
     skip_not_finite,
-    unitwise_clip,
 )
 from gdopt.transforms import (
     clipping,
@@ -45,6 +42,7 @@ from gdopt.transforms import (
     linesearch,
     lr_free,
     moments,
+    monitoring,
     normalization,
     regularization,
     scaling,
@@ -56,6 +54,7 @@ from gdopt.transforms.factored import *
 from gdopt.transforms.linesearch import *
 from gdopt.transforms.lr_free import *
 from gdopt.transforms.moments import *
+from gdopt.transforms.monitoring import *
 from gdopt.transforms.normalization import *
 from gdopt.transforms.regularization import *
 from gdopt.transforms.scaling import *
@@ -78,3 +77,4 @@ __all__ += constraints.__all__
 __all__ += regularization.__all__
 __all__ += second_order.__all__
 __all__ += linesearch.__all__
+__all__ += monitoring.__all__

@@ -42,6 +42,8 @@ __all__ = [
     "zero_nans",
     "ZeroNansState",
     "per_example_global_norm_clip",
+    "unitwise_clip",
+    "per_example_layer_norm_clip",
 ]
 
 
@@ -331,3 +333,57 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, ja
         lambda g: jnp.tensordot(factors.astype(g.dtype), g, axes=1).astype(g.dtype), grads
     )
     return summed, num_clipped
+
+
+def unitwise_clip(
+    g_norm: jax.Array, max_norm: jax.Array, grad: jax.Array, div_eps: float = 1e-6
+) -> jax.Array:
+    """Rescale ``grad`` to norm ``max_norm`` where its (unitwise) norm ``g_norm`` exceeds it.
+
+    ``grad`` where ``g_norm < max_norm``, else ``grad · max_norm / max(g_norm, div_eps)``
+    (the clipping step of adaptive gradient clipping, Brock et al., 2021).
+
+    >>> unitwise_clip(jnp.array(4.0), jnp.array(2.0), jnp.array(8.0)).tolist()
+    4.0
+    """
+    keep = jnp.less(*num.promote(g_norm, max_norm))
+    clipped = num.mul(grad, num.div(max_norm, num.maximum(g_norm, div_eps)))
+    return num.where(keep, grad, clipped).astype(jnp.asarray(grad).dtype)
+
+
+def per_example_layer_norm_clip(
+    grads: Any, global_l2_norm_clip: Any, uniform: bool = True
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Clip per-example gradients layer by layer, then sum over the examples (DP-SGD).
+
+    Each of the ``K`` layers (leaves, batch axis first) is clipped with
+    :func:`gdopt.per_example_global_norm_clip` to ``C / sqrt(K)`` (``uniform``) or to
+    ``C sqrt(D_i / D)`` (``D_i`` the layer's parameters per example, ``D`` the model's), where
+    ``C = global_l2_norm_clip``; so the whole per-example gradient has norm at most ``C``.
+
+    Args:
+      grads: the per-example gradients, one array per layer with the examples on axis 0.
+      global_l2_norm_clip: ``C`` > 0.
+      uniform: the same clip norm for every layer, or one proportional to its size.
+
+    Returns:
+      ``(sums, counts)``: per layer, the sum of the clipped per-example gradients and how many
+      examples were clipped.
+
+    >>> sums, counts = per_example_layer_norm_clip([jnp.array([[3.0, 4.0], [0.3, 0.4]])], 1.0)
+    >>> sums[0].round(4).tolist(), int(counts[0])
+    ([0.9, 1.2], 1)
+    """
+    leaves = jax.tree.leaves(grads)
+    if not leaves:
+        return [], []
+    sizes = [int(x[0].size) for x in leaves]
+    total = float(sum(sizes))
+    sums, counts = [], []
+    for x, d in zip(leaves, sizes, strict=True):
+        fraction = 1.0 / len(leaves) if uniform else d / total
+        clip = num.mul(global_l2_norm_clip, float(fraction) ** 0.5)
+        clipped, count = per_example_global_norm_clip([x], clip)
+        sums.append(clipped[0])
+        counts.append(count)
+    return sums, counts

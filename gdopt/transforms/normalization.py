@@ -60,7 +60,7 @@ from gdopt.base import (
     Steps,
     init_empty_state,
 )
-from gdopt.tree import key_path_str, tree_zeros_like
+from gdopt.tree import key_path_str, tree_l2_norm, tree_zeros_like
 
 __all__ = [
     "scale_by_sign",
@@ -79,6 +79,7 @@ __all__ = [
     "ScaleByLionState",
     "ScaleByNovogradState",
     "MuonState",
+    "normalize_by_update_norm",
 ]
 
 
@@ -427,6 +428,8 @@ class _NewtonSchulzCoeffsConstraint(Constraint):
                 f"{name} must be a triple (a, b, c), a sequence of triples (one per "
                 f"Newton-Schulz step) or one of {list(_NS_PRESETS)}, got shape {shape}."
             )
+        if isinstance(value, (tuple, list)):  # a triple or triples: one array of numbers
+            value = np.asarray(value)
         Interval(schedule=False).check(name, value)
 
     def normalize(self, value: Any) -> Any:
@@ -860,5 +863,31 @@ def scale_by_shape(
                 s = consistent_rms * math.sqrt(max(fan_in, fan_out))
             out.append(num.mul(s, u).astype(u.dtype))
         return treedef.unflatten(out), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+@transform(packable=True)
+def normalize_by_update_norm(
+    scale_factor: float = 1.0, eps: float = 1e-6
+) -> GradientTransformation:
+    """Scale the updates to global norm ``scale_factor``: ``u · scale_factor / (‖u‖ + eps)``.
+
+    Args:
+      scale_factor: the norm of the result.
+      eps: added to the norm.
+
+    Returns:
+      A stateless transformation.
+
+    >>> t = normalize_by_update_norm(eps=0.0)
+    >>> t.update({"w": jnp.array([3.0, 4.0])}, t.init(None))[0]["w"].tolist()
+    [0.6000000238418579, 0.800000011920929]
+    """
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        factor = num.div(scale_factor, num.add(tree_l2_norm(updates), eps))
+        return num.tree_map(lambda u: num.cast_like(num.mul(u, factor), u), updates), state
 
     return GradientTransformation(init_empty_state, update)

@@ -1,5 +1,6 @@
 """``gdopt/transforms/clipping.py``: clip, clip_by_global_norm, clip_by_block_rms,
-adaptive_grad_clip (with unitwise_norm), zero_nans and per_example_global_norm_clip.
+adaptive_grad_clip (with unitwise_norm), zero_nans, per_example_global_norm_clip,
+unitwise_clip and per_example_layer_norm_clip.
 
 Hand-computed values; parity with optax along 100-step trajectories; dtypes and ``None``
 leaves; traced (vmapped) thresholds; validation errors that name the argument or the leaf.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gdopt
@@ -192,3 +194,17 @@ def test_traced_hyperparameters():
 def test_validation(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_per_example_layer_norm_clip_matches_optax(uniform):
+    grads = [
+        jnp.array([[0.0, 0, 0], [0, 3, 4], [4, 0, 3], [3, 4, 0]]),
+        jnp.array([[1.0, 2], [3, 4], [0, 0], [0.1, 0.1]]),
+    ]
+    sums, counts = gdopt.per_example_layer_norm_clip(grads, 1.0, uniform=uniform)
+    with oracle():
+        ref_sums, ref_counts = optax.per_example_layer_norm_clip(grads, 1.0, uniform=uniform)
+    for a, b in zip(sums, ref_sums, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert [int(c) for c in counts] == [int(c) for c in ref_counts]
