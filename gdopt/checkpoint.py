@@ -317,8 +317,12 @@ def restore(directory: str | os.PathLike, like: Any, step: int | None = None) ->
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         _compare(meta, like)
         treedef, _ = _describe_abstract(like)
+        # each leaf lands where ``like``'s leaf lives (its sharding, on a mesh), not on the
+        # default device
         abstract = {
-            f"{i:06d}": jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+            f"{i:06d}": jax.ShapeDtypeStruct(
+                np.shape(x), x.dtype, sharding=x.sharding if isinstance(x, jax.Array) else None
+            )
             for i, x in enumerate(jax.tree.leaves(like))
         }
         leaves = manager.restore(

@@ -52,6 +52,7 @@ __all__ = [
     "hessian_trace",
     "SpectralDensity",
     "hessian_spectrum",
+    "hessian_top_eigenpair",
     "SharpnessHistory",
     "track_sharpness",
 ]
@@ -484,6 +485,58 @@ def hessian_eigenvalues(
     return values, [unravel(vecs[i]) for i in range(k)]
 
 
+def hessian_top_eigenpair(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    data: Any = None,
+    *,
+    num_iters: int = 20,
+    start: Any = None,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, Any]:
+    """The top Hessian eigenvalue (the sharpness) and its eigenvector, warm-startable.
+
+    ``num_iters`` steps of Lanczos with full reorthogonalisation (as in
+    :func:`hessian_eigenvalues`) from ``start``, a pytree shaped like ``params`` (e.g. the
+    eigenvector of an earlier measurement: along a training run the top eigenvector moves
+    slowly, so few steps suffice), or from ``jax.random.normal(key, (n,))`` over the ``n``
+    flattened parameters (``jax.flatten_util.ravel_pytree``'s order). The
+    function is pure and checks nothing about values, so it runs inside ``jit``/``scan``:
+    it is the measurement that :func:`track_sharpness` and :func:`gdopt.fit`'s
+    ``sharpness_every`` make between chunks of epochs, passing each measurement's vector on
+    as the next one's ``start``.
+
+    Args:
+      loss_fn: ``loss_fn(params, data) -> scalar``, or ``loss_fn(params)`` with ``data=None``.
+      params: the point.
+      data: the batch the loss is measured on (all of it), or ``None``.
+      num_iters: Lanczos steps (>= 1; at most the parameter count are taken).
+      start: the starting vector (a pytree like ``params``, any norm), or ``None``.
+      key: PRNG key of the random start when ``start`` is ``None`` (default
+        ``jax.random.PRNGKey(0)``).
+
+    Returns:
+      ``(eigenvalue, eigenvector)``: a scalar JAX array and a unit-norm pytree like
+      ``params``.
+
+    >>> import gdopt, jax.numpy as jnp
+    >>> f = lambda p: 0.5 * jnp.sum(jnp.array([1.0, 2.0, 5.0]) * p ** 2)
+    >>> value, vec = gdopt.landscape.hessian_top_eigenpair(f, jnp.zeros(3), num_iters=3)
+    >>> round(float(value), 4), [round(abs(float(v)), 4) for v in vec]
+    (5.0, [0.0, 0.0, 1.0])
+    """
+    check_callable("loss_fn", loss_fn, "a function loss_fn(params[, data]) -> scalar")
+    flat, unravel = ravel_pytree(params)
+    m = min(check_int("num_iters", num_iters, 1), flat.shape[0])
+    if start is None:
+        v0 = jax.random.normal(check_key(key), flat.shape, flat.dtype)
+    else:
+        check_same_structure(start, params, names=("start", "params"))
+        v0 = ravel_pytree(start)[0].astype(flat.dtype)
+    values, vecs = _eigs_traced(loss_fn, params, data, None, 1, m, "largest", v0)
+    return values[0], unravel(vecs[0])
+
+
 @functools.partial(jax.jit, static_argnames=("loss_fn", "n_probes"))
 def _trace(loss_fn, params, data, key, n_probes):
     matvec, flat, _ = _flat_hvp(loss_fn, params, data)
@@ -718,7 +771,7 @@ def track_sharpness(
         if sharpness_data is not None:
             raise ValueError("sharpness_data needs data: a deterministic loss_fn(params) has none.")
         batch_loss = _deterministic(loss_fn)
-        train_data: Any = jnp.zeros((1,), jnp.float32)
+        train_data: Any = None  # the core's data=None epochs: one full step each
         measure_data = None
     else:
         batch_loss = loss_fn
@@ -753,18 +806,17 @@ def _run_tracker(train, measure_fn, params, optimizer, data, measure_data, key, 
 
     def run(params, key):
         state = init_fit_state(params, optimizer.init(params))
-        flat, _ = ravel_pytree(params)
-        v0 = jax.random.normal(key, flat.shape, flat.dtype)
+        flat, unravel = ravel_pytree(params)
+        v0 = unravel(jax.random.normal(key, flat.shape, flat.dtype))  # as start=None draws it
 
         def chunk(carry, i):
             # chunk 0 trains nothing (stop_epoch 0) and measures the start: one Lanczos trace
             state, v = carry
             state, hist = train(state, data, key, None, jnp.where(i == 0, 0, every_stop))
-            values, vecs = _eigs_traced(
-                measure_fn, state.params, measure_data, jax.random.fold_in(key, i), 1, m,
-                "largest", v,
-            )  # fmt: skip
-            return (state, vecs[0]), (values[0], hist)
+            value, v = hessian_top_eigenpair(
+                measure_fn, state.params, measure_data, num_iters=m, start=v
+            )
+            return (state, v), (value, hist)
 
         (state, _), (sharp, hist) = lax.scan(chunk, (state, v0), jnp.arange(n_chunks + 1))
         return state, sharp, hist

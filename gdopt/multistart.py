@@ -252,7 +252,7 @@ def multistart(
             raise ValueError(
                 "batch_size needs data: a deterministic loss_fn(params) is full-batch."
             )
-        train_data: Any = jnp.zeros((1,), jnp.float32)  # a dummy full batch
+        train_data: Any = None  # a deterministic objective: the core's data=None epochs
     else:
         train_data = jax.tree.map(jnp.asarray, data)
         check_batch_size(batch_size, dataset_size(train_data))
@@ -382,7 +382,7 @@ def record_trajectories(
                 "batch_size needs data: a deterministic loss_fn(params) is full-batch."
             )
         batch_loss = _deterministic(loss_fn)
-        train_data: Any = jnp.zeros((1,), jnp.float32)
+        train_data: Any = None  # the core's data=None epochs: one full step each
         eval_loss = lambda p: jnp.asarray(loss_fn(p))  # noqa: E731
     else:
         train_data = jax.tree.map(jnp.asarray, data)

@@ -175,6 +175,39 @@ def test_flax_nnx_optimizer_with_a_named_optimizer():
     assert values == ref_values
 
 
+def _nnx_lbfgs_train(tx, steps: int = 10):
+    """L-BFGS through ``nnx.Optimizer``: its ``update(model, grads, **kwargs)`` passes
+    ``value``, ``grad`` and ``value_fn`` on to the transformation (``nnx.as_pure`` of them),
+    ``value_fn`` a function of the pure ``nnx.Param`` state, as for optax.lbfgs."""
+    model = _NnxMLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    def loss(m):
+        return gdopt.losses.l2_loss(m(_X), _Y).mean()
+
+    @nnx.jit
+    def step(model, optimizer):
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        value, grads = nnx.value_and_grad(loss)(model)
+        value_fn = lambda params: loss(nnx.merge(graphdef, params, rest))  # noqa: E731
+        optimizer.update(model, grads, value=value, grad=grads, value_fn=value_fn)
+        return value
+
+    values = [float(step(model, optimizer)) for _ in range(steps)]
+    return model, values
+
+
+def test_flax_nnx_optimizer_lbfgs_with_value_fn():
+    model, values = _nnx_lbfgs_train(gdopt.lbfgs())
+    with oracle():
+        ref_model, ref_values = _nnx_lbfgs_train(optax.lbfgs())
+    np.testing.assert_allclose(values, ref_values, rtol=1e-6)
+    assert values[-1] < 0.2 * values[0]  # the line search's steps, not plain gradient steps
+    ours, ref = nnx.state(model, nnx.Param), nnx.state(ref_model, nnx.Param)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- Equinox
 
 eqx = pytest.importorskip("equinox")

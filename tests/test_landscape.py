@@ -164,19 +164,24 @@ def test_hessian_spectrum_nodes_weights_and_density(mlp_problem):
 # ----------------------------------------------------------------------------- sharpness
 
 
-def test_track_sharpness_reaches_the_edge_of_stability():
-    """Full-batch GD with learning rate 1.5 on a tanh MLP (64-32-10, MSE on one-hot digits):
-    the sharpness starts above 2 / lr = 1.33 (unstable), drops, then rises back and hovers
-    at 2 / lr (Cohen et al. 2021)."""
+@pytest.fixture(scope="module")
+def edge_of_stability():
+    """Full-batch GD with learning rate 1.5 on a tanh MLP (64-32-10, MSE on one-hot digits),
+    800 epochs, the sharpness tracked every 50: ``(loss, params0, data, lr, history)``."""
     split = gdopt.data.load_digits(seed=0)
     model = gdopt.models.mlp([64, 32, 10], "tanh")
     loss = gdopt.losses.supervised_loss(model.apply, "mse")
     x, y = split.train
     data = (x[:256], jax.nn.one_hot(y[:256], 10))
-    lr = 1.5
-    h = landscape.track_sharpness(
-        loss, model.init(jax.random.PRNGKey(0)), gdopt.sgd(lr), data, epochs=800, every=50
-    )
+    lr, params0 = 1.5, model.init(jax.random.PRNGKey(0))
+    h = landscape.track_sharpness(loss, params0, gdopt.sgd(lr), data, epochs=800, every=50)
+    return loss, params0, data, lr, h
+
+
+def test_track_sharpness_reaches_the_edge_of_stability(edge_of_stability):
+    """The sharpness starts above 2 / lr = 1.33 (unstable), drops, then rises back and hovers
+    at 2 / lr (Cohen et al. 2021)."""
+    loss, _, data, lr, h = edge_of_stability
     assert h.epochs.tolist() == list(range(0, 801, 50))
     assert h.train_loss.shape == (800,) and not h.diverged
     assert h.sharpness[0] > 2 / lr  # unstable at the start
@@ -189,12 +194,28 @@ def test_track_sharpness_reaches_the_edge_of_stability():
     np.testing.assert_allclose(h.sharpness[-1], top, rtol=1e-3)
 
 
+def test_fit_sharpness_every_is_track_sharpness(edge_of_stability):
+    """``fit(sharpness_every=50)`` on the same run and key: the same measurements (the same
+    Lanczos steps, warm-started the same way), one per 50th epoch, NaN in between; at the
+    edge of stability from epoch 400 on."""
+    loss, params0, data, lr, h = edge_of_stability
+    res = gdopt.fit(loss, params0, gdopt.sgd(lr), data, epochs=800, sharpness_every=50)
+    sharp = res.history.sharpness
+    assert sharp.shape == (800,)
+    measured = np.flatnonzero(~np.isnan(sharp)) + 1
+    assert measured.tolist() == list(range(50, 801, 50))
+    np.testing.assert_allclose(sharp[measured - 1], h.sharpness[1:], rtol=1e-5)
+    np.testing.assert_allclose(res.history.train_loss, h.train_loss, rtol=1e-5)
+    late = sharp[measured[measured >= 400] - 1]
+    assert np.all(np.abs(late - 2 / lr) < 0.2 * 2 / lr)
+
+
 def test_track_sharpness_matches_fit_on_a_deterministic_objective():
     f = gdopt.problems.rosenbrock
     x0 = jnp.array([-1.2, 1.0])
     h = landscape.track_sharpness(f, x0, gdopt.sgd(1e-3), epochs=30, every=7)
     assert h.epochs.tolist() == [0, 7, 14, 21, 28, 30]
-    ref = gdopt.fit(lambda p, b: f(p), x0, gdopt.sgd(1e-3), jnp.zeros((1,)), epochs=30)
+    ref = gdopt.fit(f, x0, gdopt.sgd(1e-3), epochs=30)
     np.testing.assert_allclose(h.params, ref.params, rtol=1e-6)
     np.testing.assert_allclose(h.train_loss, ref.history.train_loss, rtol=1e-6)
     dense = np.linalg.eigvalsh(np.asarray(jax.hessian(f)(h.params)))

@@ -72,3 +72,14 @@ def test_slices_spectrum_and_sharpness():
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     np.testing.assert_allclose(lines["2 / lr"].get_ydata(), [20.0, 20.0])
     np.testing.assert_allclose(lines["sharpness λ_max"].get_ydata(), [2.0, 2.0, 2.0], rtol=1e-5)
+
+
+def test_sharpness_curve_of_a_fit_history():
+    res = gdopt.fit(quad, jnp.ones(2), gdopt.sgd(0.1), epochs=6, sharpness_every=3)
+    for history in (res.history, res):
+        fig = plot.sharpness_curve(history, learning_rate=0.1)
+        line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "sharpness λ_max")
+        np.testing.assert_allclose(line.get_xdata(), [3, 6])
+        np.testing.assert_allclose(line.get_ydata(), [2.0, 2.0], rtol=1e-5)
+    with pytest.raises(ValueError, match="holds no sharpness"):
+        plot.sharpness_curve(gdopt.fit(quad, jnp.ones(2), gdopt.sgd(0.1), epochs=2))

@@ -132,6 +132,9 @@ class History(NamedTuple):
         the update; inf if they are all zero).
       step_size: likewise, the mean effective step size ``update_norm / grad_norm`` (the
         learning rate for plain SGD).
+      sharpness: with :func:`~gdopt.fit`'s ``sharpness_every``, the top eigenvalue of the
+        loss's Hessian after the epoch (NaN for an epoch not measured). Empty otherwise
+        (:func:`make_train_fn` never measures it: shape ``(n_epochs, 0)``).
 
     The fields after ``epochs`` default to empty arrays, so ``History(train_loss,
     eval_loss, eval_accuracy, epochs)`` still builds a history.
@@ -146,6 +149,7 @@ class History(NamedTuple):
     update_norm: Any = np.zeros((0,), np.float32)
     update_ratio: Any = np.zeros((0,), np.float32)
     step_size: Any = np.zeros((0,), np.float32)
+    sharpness: Any = np.zeros((0,), np.float32)
 
 
 DIAGNOSTICS = ("grad_norm", "update_norm", "update_ratio", "step_size")
@@ -393,7 +397,7 @@ def make_train_fn(
             streak=streak,
             prev_loss=train_loss.astype(jnp.float32),
         )
-        return s, History(train_loss, eval_loss, eval_acc, epoch, step_loss, *diags)
+        return s, History(train_loss, eval_loss, eval_acc, epoch, step_loss, *diags, sharpness=off)
 
     def train(
         state: FitState,
@@ -418,6 +422,7 @@ def make_train_fn(
             jnp.zeros((n_epochs,), jnp.int32),
             metric(record == "step", steps),
             *(metric(diagnostics) for _ in DIAGNOSTICS),
+            sharpness=metric(False),  # measured by fit between calls, never here
         )
 
         def active(carry: tuple[jax.Array, FitState, History]) -> jax.Array:

@@ -22,12 +22,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from gdopt import _compile
 from gdopt._validation import check_int, check_key
 from gdopt.base import GradientTransformation
 from gdopt.batching import check_batch_size, dataset_size, epoch_batches
-from gdopt.engine import _checks
+from gdopt.engine import _checks, _frameworks
 from gdopt.engine._checks import check_epochs, check_on_divergence, check_tol
 from gdopt.engine.core import (
     DIAGNOSTICS,
@@ -48,7 +49,9 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      params: the trained parameters (the last finite ones if training diverged).
+      params: the trained parameters (the last finite ones if training diverged), of the
+        kind passed: an Equinox module or a Flax NNX model comes back as a model of the same
+        class with the trained arrays put back in (its static part as it was).
       opt_state: the optimizer state that goes with them. To continue the run exactly (the
         epoch and step counters, the key and the history carried on), pass the whole result
         back: ``fit(..., resume_from=result, epochs=more)``.
@@ -65,8 +68,12 @@ class FitResult(NamedTuple):
       interrupted: training was stopped by Ctrl-C (``SIGINT``) between two compiled calls.
       skipped_steps: steps skipped with ``on_divergence="skip"``.
       state: the whole training state at the end (a :class:`~gdopt.FitState` holding
-        ``params``, ``opt_state``, the counters and flags), what ``resume_from`` continues.
+        ``params``, ``opt_state``, the counters and flags), what ``resume_from`` continues;
+        for a framework model its ``params`` are the array part that was trained.
       key: the PRNG key of the run (seeds the shuffles with the epoch counter).
+      sharpness_start: with ``sharpness_every``, the top Hessian eigenvector of the latest
+        measurement (a pytree like the trained arrays), the warm start of the next one:
+        ``resume_from`` continues the measurements exactly with it. ``None`` otherwise.
     """
 
     params: Any
@@ -84,6 +91,7 @@ class FitResult(NamedTuple):
     skipped_steps: int = 0
     state: Any = None
     key: Any = None
+    sharpness_start: Any = None
 
 
 def _fresh_copy(tree: Any) -> Any:
@@ -141,11 +149,13 @@ def _stop_reason(
 class _Shapes(NamedTuple):
     """The columns of the optional history fields in the raw form (one row per epoch):
     ``step_loss`` has ``steps`` columns with ``record="step"`` (else 0); each diagnostic is
-    one value per epoch with ``diagnostics=True`` (else 0 columns)."""
+    one value per epoch with ``diagnostics=True`` (else 0 columns); so is the sharpness with
+    ``sharpness_every``."""
 
     steps: int
     record: str
     diagnostics: bool
+    sharpness: bool = False
 
     def blank(self, epochs: int) -> History:
         """A raw history of ``epochs`` rows, NaN everywhere (epoch numbers 1, 2, ...)."""
@@ -161,6 +171,7 @@ class _Shapes(NamedTuple):
             np.arange(1, epochs + 1, dtype=np.int32),
             nan(self.steps if self.record == "step" else 0),
             *(nan(*diag) for _ in DIAGNOSTICS),
+            sharpness=nan() if self.sharpness else nan(0),
         )
 
 
@@ -180,6 +191,7 @@ def _history(raw: History, evaluated: bool, accuracy: bool, shapes: _Shapes) -> 
         epochs=raw.epochs.astype(np.int64),
         step_loss=raw.step_loss.reshape(-1) if shapes.record == "step" else empty,
         **{f: getattr(raw, f) if shapes.diagnostics else empty for f in DIAGNOSTICS},
+        sharpness=raw.sharpness if shapes.sharpness else empty,
     )
 
 
@@ -210,29 +222,37 @@ checkpoints, progress) that often."""
 def _saved_fields(shapes: _Shapes) -> tuple[str, ...]:
     """The history fields a checkpoint holds: the four per-epoch ones and those recorded."""
     on = ("step_loss",) if shapes.record == "step" else ()
-    return History._fields[:4] + on + (DIAGNOSTICS if shapes.diagnostics else ())
+    on += DIAGNOSTICS if shapes.diagnostics else ()
+    return History._fields[:4] + on + (("sharpness",) if shapes.sharpness else ())
 
 
 def _checkpoint_tree(
-    state: FitState, key: jax.Array, raw: History, shapes: _Shapes
+    state: FitState, key: jax.Array, raw: History, shapes: _Shapes, start: Any = None
 ) -> dict[str, Any]:
-    return {
+    tree = {
         "state": state,
         "key": _checks.key_data(key),
         "history": {f: np.asarray(getattr(raw, f)) for f in _saved_fields(shapes)},
     }
+    if shapes.sharpness:  # the warm start of the next sharpness measurement
+        tree["sharpness_start"] = start
+    return tree
 
 
 def _checkpoint_like(
     params: Any, opt_state: Any, key: jax.Array, epochs: int, shapes: _Shapes
 ) -> dict[str, Any]:
-    def shaped(x: Any) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
+    def shaped(x: Any) -> jax.ShapeDtypeStruct:  # restored where x lives (its mesh sharding)
+        where = x.sharding if isinstance(x, jax.Array) else None
+        return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=where)
 
     state = jax.tree.map(shaped, init_fit_state(params, opt_state))
     blank = shapes.blank(epochs)
     history = {f: shaped(getattr(blank, f)) for f in _saved_fields(shapes)}
-    return {"state": state, "key": shaped(_checks.key_data(key)), "history": history}
+    like = {"state": state, "key": shaped(_checks.key_data(key)), "history": history}
+    if shapes.sharpness:
+        like["sharpness_start"] = jax.tree.map(shaped, params)
+    return like
 
 
 def _from_checkpoint(history: dict[str, Any], epochs: int, shapes: _Shapes) -> History:
@@ -320,6 +340,9 @@ def fit(
     shard_opt_state: bool = False,
     record: str = "epoch",
     diagnostics: bool = False,
+    sharpness_every: int | None = None,
+    sharpness_data: Any = None,
+    sharpness_iters: int = 20,
 ) -> FitResult:
     """Train ``params`` to minimise ``loss_fn`` over ``data`` with compiled epochs.
 
@@ -381,10 +404,23 @@ def fit(
     unpacked, so nothing changes for the caller; the numbers are the same (to float32
     rounding of the summation order). ``FitResult.packed`` says which way it ran.
 
+    Framework models: ``params`` may be an Equinox module or a Flax NNX model, passed whole
+    (gdopt imports neither framework). ``loss_fn`` (and ``accuracy_fn``) then take the model,
+    ``loss_fn(model, batch)``, and ``FitResult.params`` is a model of the same kind. For
+    Equinox, the floating-point arrays of ``eqx.partition(model, eqx.is_inexact_array)`` are
+    trained and the rest (activation functions, integer arrays, other fields) is left as it
+    is; for NNX, the ``nnx.Param`` variables of ``nnx.split(model, nnx.Param, ...)`` are
+    trained (as ``nnx.as_pure`` arrays, as ``nnx.Optimizer`` does) and the other state
+    (batch statistics, RNG counters) is held fixed; the model passed in is not modified.
+    ``opt_state``, ``FitResult.opt_state`` and ``FitResult.state`` are those of the array
+    part (e.g. ``optimizer.init(eqx.filter(model, eqx.is_inexact_array))``); everything
+    else works as for a pytree.
+
     Args:
       loss_fn: ``loss_fn(params, batch) -> scalar`` (the mean loss over the batch), or
         ``loss_fn(params) -> scalar`` with ``data=None``.
-      params: the initial parameters (a pytree of floating-point arrays).
+      params: the initial parameters: a pytree of floating-point arrays, an Equinox module
+        or a Flax NNX model (see "Framework models" above).
       optimizer: a gradient transformation, e.g. ``gdopt.adam(1e-3)``.
       data: a pytree of arrays sharing the example axis, e.g. ``(x, y)``; ``None`` for a
         deterministic objective ``loss_fn(params)`` (one full step per epoch).
@@ -430,14 +466,33 @@ def fit(
         norm, the update L2 norm, the ratio update norm / param norm and the effective
         step size update norm / gradient norm (``history.grad_norm``, ``update_norm``,
         ``update_ratio``, ``step_size``). Off (default), none of it is computed.
-        Resuming from a checkpoint needs the same ``record`` and ``diagnostics``.
+      sharpness_every: also measure the sharpness, the top eigenvalue of the loss's
+        Hessian, after every this many epochs (epochs ``k``, ``2k``, ...):
+        ``history.sharpness`` holds it (NaN for the epochs not measured). Full-batch
+        gradient descent at learning rate ``η`` drives it up to about ``2 / η``, the edge of
+        stability (Cohen et al. 2021, https://arxiv.org/abs/2103.00065). Each measurement is
+        :func:`gdopt.landscape.hessian_top_eigenpair` (``sharpness_iters`` Lanczos steps of
+        Hessian-vector products), warm-started from the previous measurement's eigenvector
+        (the first from a normal vector drawn with ``key``, measured before the first epoch
+        and not recorded), as :func:`gdopt.landscape.track_sharpness` does: the same run and
+        key give its values. It is a second compiled program, run between the compiled
+        calls (which then end at the measured epochs); the training program is unchanged.
+        Not with ``mesh``.
+      sharpness_data: the batch the Hessian is measured on (all of it; default ``data``:
+        pass a subset for a large data set). Needs ``data`` and ``sharpness_every``.
+      sharpness_iters: Lanczos steps per measurement (>= 1).
+
+    Resuming from a checkpoint needs the same ``record``, ``diagnostics`` and (on or off)
+    ``sharpness_every``.
 
     Returns:
       A :class:`FitResult`.
 
     Raises:
       ValueError: bad ``epochs``, ``batch_size``, ``tol``, ``patience``, ``epochs_per_call``,
-        ``on_divergence`` or ``max_skips``, empty data, arrays in ``data`` of different
+        ``on_divergence``, ``max_skips``, ``sharpness_every`` or ``sharpness_iters``,
+        ``sharpness_data`` without ``data`` or ``sharpness_every``, a framework model with
+        nothing to train, empty data, arrays in ``data`` of different
         lengths, NaN/inf in the data, labels outside the classes, a negative or non-finite
         schedule value, a foreign ``opt_state``, a checkpoint directory already in use (or a
         checkpoint of another run).
@@ -467,6 +522,13 @@ def fit(
     """
     start = time.perf_counter()
     from gdopt import checkpoint as ckpt  # an application module: imported only when needed
+
+    # 0. an Equinox module or a Flax NNX model: train its arrays, give back the same kind
+    model = _frameworks.adapt(params)
+    if model is not None:
+        params = model.arrays
+        loss_fn = model.wrap(loss_fn, with_data=data is not None)
+        accuracy_fn = model.wrap(accuracy_fn)
 
     # 1. arguments, all checked before anything is compiled or trained
     epochs = check_epochs("epochs", epochs)
@@ -509,6 +571,26 @@ def fit(
         checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
         if checkpoint_dir is None:
             raise ValueError("checkpoint_every needs checkpoint_dir.")
+    measuring = sharpness_every is not None
+    if measuring:
+        sharpness_every = check_int("sharpness_every", sharpness_every, 1)
+        sharpness_iters = check_int("sharpness_iters", sharpness_iters, 1)
+        if mesh is not None:
+            raise ValueError(
+                "sharpness_every is not supported with mesh: measure the sharpness of the "
+                "result with gdopt.landscape.hessian_eigenvalues instead."
+            )
+    if sharpness_data is not None:
+        if not measuring:
+            raise ValueError("sharpness_data needs sharpness_every (how often to measure).")
+        if data is None:
+            raise ValueError(
+                "sharpness_data needs data: a deterministic loss_fn(params) is measured as it is."
+            )
+        sharpness_data = jax.tree.map(jnp.asarray, sharpness_data)
+        n_sharp = dataset_size(sharpness_data, "sharpness_data")
+        _checks.check_finite_data("sharpness_data", sharpness_data)
+        _checks.check_loss(loss_fn, params, sharpness_data, n_sharp, "sharpness_data")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (resume_from continues a FitResult).")
     if resume_from is not None and resume:
@@ -548,18 +630,20 @@ def fit(
         _checks.check_opt_state(optimizer, params, opt_state)
     no_data = data is None
     user_key = key
-    shapes = _Shapes(steps_per_epoch, record, diagnostics)
+    shapes = _Shapes(steps_per_epoch, record, diagnostics, measuring)
 
     # 2. the training state: fresh, from a FitResult or from the latest checkpoint
     t0 = time.perf_counter()
     saved: FitState | None = None
     prior = shapes.blank(0)
+    start_vector: Any = None  # the warm start of the next sharpness measurement
     if resume_from is not None:
         carried: FitState = resume_from.state
         saved = carried
         params, opt_state = carried.params, carried.opt_state
         key = check_key(resume_from.key)
         prior = _raw_of(resume_from.history, int(carried.epoch), shapes)
+        start_vector = getattr(resume_from, "sharpness_start", None) if measuring else None
     elif directory is not None and resume and ckpt.latest_step(directory) is not None:
         step = ckpt.latest_step(directory)
         assert step is not None
@@ -570,7 +654,8 @@ def fit(
         saved = tree["state"]
         assert saved is not None
         params, opt_state = saved.params, saved.opt_state
-        stored = _checks.like_key(tree["key"], key)
+        # through the host, so the key is uncommitted as a user's key is (placed by jit)
+        stored = _checks.like_key(np.asarray(tree["key"]), key)
         given = _checks.key_data(user_key)
         if not np.array_equal(np.asarray(_checks.key_data(stored)), np.asarray(given)):
             raise ValueError(
@@ -579,6 +664,7 @@ def fit(
             )
         key = stored
         prior = _from_checkpoint(tree["history"], step, shapes)
+        start_vector = tree.get("sharpness_start")
     if opt_state is None:
         opt_state = layout.init_state(optimizer, params)
     opt_key, keep = _compile.optimizer_key(optimizer)
@@ -631,6 +717,41 @@ def fit(
     )
     compile_time += seconds
 
+    # 3b. the sharpness measurement: a second compiled program, run between the calls
+    measure: Any = None
+    measure_data = None if no_data else (data if sharpness_data is None else sharpness_data)
+    if measuring:
+        from gdopt import landscape  # an application module: imported only when measuring
+
+        iters = sharpness_iters
+
+        def build_measure() -> Any:
+            def run_measure(carried: Any, start: Any, batch: Any) -> tuple[jax.Array, Any]:
+                return landscape.hessian_top_eigenpair(
+                    loss_fn, layout.restore(carried), batch, num_iters=iters, start=start
+                )
+
+            return jax.jit(run_measure)
+
+        user_now = layout.restore(state.params)
+        fresh = start_vector is None or (
+            _compile.signature(start_vector) != _compile.signature(user_now)
+        )
+        if fresh:  # as track_sharpness: a normal vector of the key, then one measurement
+            flat, unravel = ravel_pytree(user_now)
+            start_vector = unravel(jax.random.normal(key, flat.shape, flat.dtype))
+        measure, seconds = _compile.compiled(
+            ("sharpness", loss_fn, layout.packed, iters, no_data),
+            None,
+            build_measure,
+            state.params,
+            start_vector,
+            measure_data,
+        )
+        compile_time += seconds
+        if fresh:
+            _, start_vector = measure(state.params, start_vector, measure_data)
+
     # 4. the host loop: compiled calls of about CHUNK_SECONDS each (or epochs_per_call)
     chunks: list[History] = [prior]
     adaptive = epochs_per_call is None
@@ -646,9 +767,8 @@ def fit(
         user = state._replace(
             params=layout.restore(state.params), opt_state=layout.restore_state(state.opt_state)
         )
-        ckpt.save(
-            directory, _checkpoint_tree(user, key, _raw(chunks), shapes), step=int(state.epoch)
-        )
+        tree = _checkpoint_tree(user, key, _raw(chunks), shapes, start_vector)
+        ckpt.save(directory, tree, step=int(state.epoch))
         last_saved = int(state.epoch)
 
     pbar = None
@@ -663,11 +783,21 @@ def fit(
                 stop = min(epoch + per_call, epochs)
                 if checkpoint_every is not None:
                     stop = min(stop, (epoch // checkpoint_every + 1) * checkpoint_every)
+                if sharpness_every is not None:  # a call ends where a measurement is due
+                    stop = min(stop, (epoch // sharpness_every + 1) * sharpness_every)
                 t_call = time.perf_counter()
                 state, hist = run_chunk(state, data, key, eval_data, np.int32(stop))
                 hist, flags = jax.device_get((hist, (state.epoch, state.diverged, state.converged)))
-                epoch, diverged, converged = int(flags[0]), bool(flags[1]), bool(flags[2])
+                before, epoch = epoch, int(flags[0])
+                diverged, converged = bool(flags[1]), bool(flags[2])
                 elapsed = time.perf_counter() - t_call
+                if measure is not None:
+                    sharp = np.full(hist.epochs.shape, np.nan, np.float32)
+                    assert sharpness_every is not None
+                    if epoch > before and epoch % sharpness_every == 0 and not diverged:
+                        value, start_vector = measure(state.params, start_vector, measure_data)
+                        sharp[hist.epochs == epoch] = float(value)
+                    hist = hist._replace(sharpness=sharp)
                 chunks.append(hist)
                 if adaptive:  # size the next call to take CHUNK_SECONDS; no recompile
                     low, high = CHUNK_SECONDS
@@ -713,7 +843,7 @@ def fit(
         warnings.warn(f"gdopt.fit {stop_reason}", RuntimeWarning, stacklevel=2)
     final = state._replace(params=user_params, opt_state=layout.restore_state(state.opt_state))
     return FitResult(
-        params=final.params,
+        params=final.params if model is None else model.rebuild(final.params),
         opt_state=final.opt_state,
         history=history,
         converged=converged,
@@ -728,4 +858,5 @@ def fit(
         skipped_steps=int(state.skipped),
         state=final,
         key=key,
+        sharpness_start=start_vector,
     )

@@ -243,15 +243,29 @@ def sharpness_curve(history: Any, *, learning_rate: float | None = None, ax: Any
 
     Args:
       history: a :class:`gdopt.landscape.SharpnessHistory` (from
-        :func:`gdopt.landscape.track_sharpness`).
+        :func:`gdopt.landscape.track_sharpness`), or the :class:`~gdopt.History` of a
+        :func:`gdopt.fit` run with ``sharpness_every`` (or its :class:`~gdopt.FitResult`):
+        the measured epochs are drawn, the NaN of the others left out.
       learning_rate: draw the ``2 / learning_rate`` line (optional).
       ax: draw into this axes.
 
     Returns:
       The matplotlib figure.
+
+    Raises:
+      ValueError: a history without sharpness (a ``fit`` run without ``sharpness_every``).
     """
+    history = getattr(history, "history", history)  # a FitResult: its History
+    epochs = np.asarray(history.epochs)
+    sharpness = np.asarray(history.sharpness, np.float64)
+    if sharpness.size == 0 or sharpness.shape != epochs.shape:
+        raise ValueError(
+            "history holds no sharpness: pass the result of gdopt.landscape.track_sharpness, "
+            "or of gdopt.fit with sharpness_every."
+        )
+    measured = ~np.isnan(sharpness)
     fig, ax = axes(ax)
-    ax.plot(history.epochs, history.sharpness, ".-", label="sharpness λ_max")
+    ax.plot(epochs[measured], sharpness[measured], ".-", label="sharpness λ_max")
     if learning_rate is not None:
         ax.axhline(2.0 / float(learning_rate), color="k", ls="--", lw=1, label="2 / lr")
     ax.set_xlabel("epoch")

@@ -989,3 +989,98 @@ def test_fit_checkpoint_tree_holds_the_recorded_history():
             np.testing.assert_array_equal(getattr(back, f), getattr(raw, f), err_msg=f)
         assert ("step_loss" in saved) == (record == "step")
         assert back.step_loss.shape == ((2, 4) if record == "step" else (2, 0))
+
+
+# ----------------------------------------------------------------------------- sharpness
+
+_DIAG = jnp.array([1.0, 2.0, 5.0, -0.5])
+
+
+def _quadratic(p):
+    """``0.5 sum_i λ_i x_i^2`` over a dict: Hessian ``diag(1, 2, 5, -0.5)``, sharpness 5."""
+    return 0.5 * jnp.sum(_DIAG * jnp.concatenate([p["a"], p["b"]]) ** 2)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_fit_sharpness_of_a_quadratic_every_k_epochs(pack):
+    params = {"a": jnp.array([1.0, -1.0]), "b": jnp.array([0.5, 2.0])}
+    res = gdopt.fit(_quadratic, params, gdopt.sgd(0.1), epochs=7, sharpness_every=3, pack=pack)
+    assert res.packed is pack
+    sharp = res.history.sharpness
+    assert sharp.shape == (7,)
+    assert np.isnan(sharp[[0, 1, 3, 4, 6]]).all()  # measured after epochs 3 and 6 only
+    np.testing.assert_allclose(sharp[[2, 5]], 5.0, rtol=1e-5)
+    assert jax.tree.structure(res.sharpness_start) == jax.tree.structure(params)
+    # the training program is the same with or without the measurement: nothing recompiles
+    plain = gdopt.fit(_quadratic, params, gdopt.sgd(0.1), epochs=7, pack=pack,
+                      epochs_per_call=7)  # fmt: skip
+    again = gdopt.fit(_quadratic, params, gdopt.sgd(0.1), epochs=7, pack=pack, epochs_per_call=7,
+                      sharpness_every=3)  # fmt: skip
+    assert again.compile_time == 0.0
+    _assert_bits_equal(plain.params, res.params)
+    assert plain.history.sharpness.shape == (0,) and plain.sharpness_start is None
+
+
+def test_fit_sharpness_on_sharpness_data_is_the_least_squares_hessian():
+    x, y = _lsq_problem()
+    sub = (x[:32], y[:32])
+    res = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.05), (x, y), epochs=2, batch_size=32,
+                    sharpness_every=1, sharpness_data=sub)  # fmt: skip
+    a = np.c_[np.asarray(sub[0], np.float64), np.ones(32)]
+    top = np.linalg.eigvalsh(2.0 / 32 * a.T @ a)[-1]  # the Hessian of the mean squared error
+    np.testing.assert_allclose(res.history.sharpness, [top, top], rtol=1e-5)
+    whole = gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.05), (x, y), epochs=2,
+                      batch_size=32, sharpness_every=2)  # fmt: skip
+    a = np.c_[np.asarray(x, np.float64), np.ones(128)]
+    np.testing.assert_allclose(whole.history.sharpness[1], np.linalg.eigvalsh(2 / 128 * a.T @ a)[-1],
+                               rtol=1e-5)  # fmt: skip
+
+
+def _mlp_problem():
+    model = models.mlp([4, 6, 1], "tanh")
+    loss = losses.supervised_loss(model.apply, "mse")
+    x, y = _lsq_problem(n=64, d=4)
+    return loss, model.init(jax.random.PRNGKey(3)), (x, y[:, None])
+
+
+def test_fit_sharpness_resumes_exactly_from_a_result_and_a_checkpoint(tmp_path):
+    """The warm start of the measurements is carried on (``FitResult.sharpness_start``, and
+    in the checkpoint): with 3 Lanczos steps on 37 parameters the values depend on it, and
+    the resumed runs still give the uninterrupted run's sharpness bit for bit."""
+    loss, params, data = _mlp_problem()
+    opt = gdopt.sgd(0.3)
+    kw = dict(batch_size=16, key=KEY, sharpness_every=2, sharpness_iters=3, epochs_per_call=2)
+    whole = gdopt.fit(loss, params, opt, data, epochs=8, **kw)
+    assert np.isfinite(whole.history.sharpness[1::2]).all()
+    part = gdopt.fit(loss, params, opt, data, epochs=4, **kw)
+    more = gdopt.fit(loss, params, opt, data, epochs=8, resume_from=part, **kw)
+    d = tmp_path / "run"
+    gdopt.fit(loss, params, opt, data, epochs=4, checkpoint_dir=d, **kw)
+    back = gdopt.fit(loss, params, opt, data, epochs=8, checkpoint_dir=d, resume=True, **kw)
+    for res in (more, back):
+        np.testing.assert_array_equal(res.history.sharpness, whole.history.sharpness)
+        _assert_bits_equal(res.params, whole.params)
+    # a fresh start of the measurements at epoch 4 (no warm start given) differs slightly
+    cold = gdopt.fit(loss, params, opt, data, epochs=8, resume_from=part._replace(
+        sharpness_start=None), **kw)  # fmt: skip
+    assert not np.array_equal(cold.history.sharpness, whole.history.sharpness)
+    np.testing.assert_allclose(cold.history.sharpness, whole.history.sharpness, rtol=0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"sharpness_every": 0}, "sharpness_every must be an integer >= 1"),
+        ({"sharpness_every": 1, "sharpness_iters": 0}, "sharpness_iters must be an integer >= 1"),
+        ({"sharpness_data": "xy"}, "sharpness_data needs sharpness_every"),
+        ({"sharpness_every": 1, "mesh": "auto"}, "sharpness_every is not supported with mesh"),
+    ],
+)
+def test_fit_rejects_bad_sharpness_arguments(kwargs, match):
+    x, y = _lsq_problem()
+    BAD_INPUTS.add(f"sharpness {kwargs}")
+    with pytest.raises(ValueError, match=match):
+        gdopt.fit(_lsq_loss, _lsq_params(), gdopt.sgd(0.1), (x, y), epochs=2, **kwargs)
+    with pytest.raises(ValueError, match="sharpness_data needs data"):
+        gdopt.fit(_quadratic, {"a": jnp.ones(2), "b": jnp.ones(2)}, gdopt.sgd(0.1), epochs=2,
+                  sharpness_every=1, sharpness_data=(x, y))  # fmt: skip
