@@ -862,9 +862,10 @@ def successive_halving(
       eta: the reduction factor (>= 2).
       min_epochs: epochs of the first rung (>= 1).
       max_epochs: epochs of the last rung (>= min_epochs).
-      others: as for :func:`sweep` (``seeds`` crosses each configuration with seeds; the
-        runs, not the configurations, are ranked; with ``mesh`` every rung's runs are split
-        over ``data_axis``, padded to a multiple of its size).
+
+    The other arguments are as for :func:`sweep` (``seeds`` crosses each configuration with
+    seeds; the runs, not the configurations, are ranked; with ``mesh`` every rung's runs are
+    split over ``data_axis``, padded to a multiple of its size).
 
     Returns:
       A :class:`SweepResult` over all K runs: each run's history and final values are those
@@ -1242,7 +1243,8 @@ def lr_find_runs(
       start_lr, end_lr: the range (``0 < start_lr < end_lr``).
       num_rates: rates of the grid (>= 2).
       epochs: epochs of each run (>= 1).
-      others: as for :func:`lr_find` (``batch_size`` clipped to the data size).
+
+    The other arguments are as for :func:`lr_find` (``batch_size`` clipped to the data size).
 
     Returns:
       An :class:`LRFindResult` whose ``losses`` are the final mean train losses.
