@@ -183,16 +183,20 @@ def transform(
 
 
 def wrapper(
-    inner: str, *static: str, packable: Callable[[dict[str, Any]], bool] | None = None
+    inner: str | tuple[str, ...],
+    *static: str,
+    packable: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Callable[[Callable[..., GradientTransformation]], Callable[..., GradientTransformation]]:
-    """Decorate a wrapper factory (one that takes an inner transformation): the counterpart
+    """Decorate a wrapper factory (one that takes inner transformations): the counterpart
     of :func:`transform`.
 
-    The argument named ``inner`` must be a transformation; the annotated arguments are checked
-    against their constraints. The result is packable when the inner transformation is (and
-    ``packable(arguments)``, if given, holds); its key is :func:`combined_key` of the inner
-    transformation and the ``static`` arguments.
+    The argument named ``inner`` (or each of the arguments a tuple names) must be a
+    transformation; the annotated arguments are checked against their constraints. The
+    result is packable when every inner transformation is (and ``packable(arguments)``, if
+    given, holds); its key is :func:`combined_key` of the inner transformations and the
+    ``static`` arguments.
     """
+    inners = (inner,) if isinstance(inner, str) else inner
 
     def decorate(
         fn: Callable[..., GradientTransformation],
@@ -203,12 +207,15 @@ def wrapper(
         @functools.wraps(fn)
         def factory(*args: Any, **kwargs: Any) -> GradientTransformation:
             arguments = spec.bind(args, kwargs)
-            wrapped = arguments[inner]
-            check_transform(wrapped, f"{fn.__name__}'s {inner}")
+            wrapped = [arguments[name] for name in inners]
+            for name, tx_in in zip(inners, wrapped, strict=True):
+                check_transform(tx_in, f"{fn.__name__}'s {name}")
             arguments = spec.check(arguments)
             tx = fn(**arguments)
-            ok = traits_of(wrapped).packable and (packable is None or packable(arguments))
-            key = lambda: combined_key(kind, [wrapped], *(arguments[k] for k in static))  # noqa: E731
+            ok = all(traits_of(w).packable for w in wrapped) and (
+                packable is None or packable(arguments)
+            )
+            key = lambda: combined_key(kind, wrapped, *(arguments[k] for k in static))  # noqa: E731
             return with_traits(tx, Traits(packable=bool(ok), key=key))
 
         factory.__gdopt_spec__ = spec  # type: ignore[attr-defined]

@@ -17,12 +17,14 @@ a schedule cannot be inspected, so it passes (validation never breaks tracing).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import inspect
 import math
 import operator
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -343,6 +345,26 @@ def _constraint_of(annotation: Any) -> Constraint | None:
     return None
 
 
+_REBUILDING = contextvars.ContextVar("gdopt_rebuilding", default=False)
+
+
+@contextlib.contextmanager
+def rebuilding() -> Iterator[None]:
+    """Inside, factories normalize their arguments but do not check them.
+
+    For one use: a transformation whose hyperparameters live in its state is rebuilt from
+    the state's values at every step (and built once from a schedule's step-0 value). Those
+    values were checked where they entered the state (the constructor, ``set_hyperparams``,
+    a write to ``state.hyperparams``), or come from a schedule, which is never checked by
+    value (a warm-up starting at 0, a decay ending at 0), so they are not checked again.
+    """
+    token = _REBUILDING.set(True)
+    try:
+        yield
+    finally:
+        _REBUILDING.reset(token)
+
+
 class FactorySpec:
     """The arguments of a factory and the constraint each one states in its annotation.
 
@@ -407,9 +429,11 @@ class FactorySpec:
         """Check every constrained argument (concrete values only); return the arguments
         with each constrained value normalized (:meth:`Constraint.normalize`)."""
         out = dict(arguments)
+        checking = not _REBUILDING.get()
         for name, c in self.constraints.items():
             if name in arguments:
-                c.check(name, arguments[name])
+                if checking:
+                    c.check(name, arguments[name])
                 out[name] = c.normalize(arguments[name])
         return out
 

@@ -33,6 +33,7 @@ of ``update``); its state is optax's ``InjectStatefulHyperparamsState``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +45,7 @@ import numpy as np
 
 from gdopt._numerics import follow_mesh, promote, safe_increment
 from gdopt._traits import Traits, structural_key, traits_of, with_traits
-from gdopt._validation import Constraint, FactorySpec, is_tracer
+from gdopt._validation import Constraint, FactorySpec, is_tracer, rebuilding
 from gdopt.base import GradientTransformation
 from gdopt.tree import check_float_leaves, check_same_structure, key_path_str
 
@@ -491,6 +492,7 @@ def _hyperparams_transformation(
     key: Any = None,
     rebuild: Callable[[dict[str, Any]], GradientTransformation] | None = None,
     stateful: Mapping[str, Any] | None = None,
+    prechecked: bool = False,
 ) -> GradientTransformation:
     """The one implementation: run ``body(values)`` with ``values`` read from the state.
 
@@ -501,7 +503,11 @@ def _hyperparams_transformation(
     the keyword extras. ``body`` is called with the original constants (and the schedules'
     initial values) once, now: the result gives the traits, the initial state, and the
     update of a state that holds no values (a named optimizer nested inside another one).
+    With ``prechecked`` (the caller checked the constants against ``constraints``), ``body``
+    runs without checking its arguments (:func:`~gdopt._validation.rebuilding`): a schedule's
+    values are not checked by value, and the state's values were checked where they entered.
     """
+    unchecked = rebuilding if prechecked else contextlib.nullcontext
     if stateful is not None and not inject:
         raise ValueError("stateful schedules are kept by an InjectStatefulHyperparamsState only")
     stateful_schedules = dict(stateful or {})
@@ -514,7 +520,8 @@ def _hyperparams_transformation(
         out.update({k: s(s.init()) for k, s in stateful_schedules.items()})
         return out
 
-    tx0 = body({**constants, **at_zero()})
+    with unchecked():
+        tx0 = body({**constants, **at_zero()})
     traits0 = traits_of(tx0)
 
     # The transformation built for the latest values. Eager updates read the same arrays
@@ -527,7 +534,8 @@ def _hyperparams_transformation(
         if hit is not None and len(hit[0]) == len(items):
             if all(k == k2 and v is v2 for (k, v), (k2, v2) in zip(items, hit[0], strict=True)):
                 return hit[1]
-        tx = body(values)
+        with unchecked():
+            tx = body(values)
         if not any(is_tracer(v) for _, v in items):
             last[0] = (items, tx)
         return tx
@@ -673,7 +681,14 @@ def named_optimizer(fn: Callable[..., GradientTransformation], /, **legacy: Any)
             return None if k is None else (k, tuple(sorted(constants)))
 
         return _hyperparams_transformation(
-            body, constants, schedules, spec.constraints, inject=False, key=key, rebuild=rebuild
+            body,
+            constants,
+            schedules,
+            spec.constraints,
+            inject=False,
+            key=key,
+            rebuild=rebuild,
+            prechecked=True,
         )
 
     factory.__gdopt_spec__ = spec  # type: ignore[attr-defined]
@@ -871,7 +886,18 @@ def _inject(
         )
 
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
-        arguments = spec.check(spec.bind(args, kwargs))
+        bound = spec.bind(args, kwargs)
+        # a schedule may drive any numeric hyperparameter, also one whose factory takes no
+        # schedule (optax's rule): those are not checked here, only the constants are
+        scheduled = {
+            k: v
+            for k, v in bound.items()
+            if k not in static_args
+            and _is_schedule_candidate(v)
+            and getattr(spec.constraints.get(k), "dynamic", not spec.constraints)
+        }
+        arguments = spec.check({k: v for k, v in bound.items() if k not in scheduled})
+        arguments.update(scheduled)
         dynamic = [
             k for k, v in arguments.items() if k not in static_args and _injectable(spec, k, v)
         ]
@@ -919,6 +945,7 @@ def _inject(
             check_params=False,
             key=key,
             stateful=with_state,
+            prechecked=True,
         )
 
     wrapped.__doc__ = inner_factory.__doc__

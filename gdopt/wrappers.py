@@ -36,7 +36,7 @@ from gdopt._numerics import (
 )
 from gdopt._traits import wrapper
 from gdopt._validation import Integer, Interval, need_params
-from gdopt.base import GradientTransformation, ScalarOrSchedule, Steps, resolve
+from gdopt.base import GradientTransformation, ScalarOrSchedule, Steps, apply_updates, resolve
 from gdopt.hyperparams import HyperparamsState
 from gdopt.tree import tree_all_finite, tree_l2_norm
 
@@ -54,6 +54,8 @@ __all__ = [
     "schedule_free",
     "schedule_free_eval_params",
     "sam",
+    "adversarial_sam",
+    "SAMState",
 ]
 
 
@@ -608,6 +610,153 @@ def sam(
         return optimizer.update(sharp_grads, state, params, **extra)
 
     return GradientTransformation(init, update)
+
+
+class SAMState(NamedTuple):
+    """State of :func:`adversarial_sam` (``gdopt.contrib.sam``; optax.contrib's layout).
+
+    Attributes:
+      steps_since_sync: adversarial steps taken since the last outer step.
+      opt_state: the outer optimizer's state.
+      adv_state: the adversarial optimizer's state.
+      cache: the parameters at the start of the period (``None`` in opaque mode).
+    """
+
+    steps_since_sync: jax.Array
+    opt_state: Any
+    adv_state: Any
+    cache: Any
+
+
+@wrapper(
+    ("optimizer", "adv_optimizer"),
+    "sync_period",
+    "reset_state",
+    "opaque_mode",
+    "batch_axis_name",
+    packable=lambda a: not a["opaque_mode"],
+)
+def adversarial_sam(
+    optimizer: GradientTransformation,
+    adv_optimizer: GradientTransformation,
+    sync_period: Annotated[int, Integer(1)] = 2,
+    reset_state: bool = True,
+    opaque_mode: bool = False,
+    batch_axis_name: str | None = None,
+) -> GradientTransformation:
+    """SAM as alternating adversarial and outer steps: optax.contrib's ``sam`` API.
+
+    This is ``gdopt.contrib.sam``, for programs written against ``optax.contrib.sam``;
+    :func:`sam` is the same method as one wrapper whose second gradient comes from the
+    ``value_fn`` extra. A period has ``k = sync_period`` calls of ``update``. The first
+    ``k - 1`` are adversarial: with ``a`` the adversarial optimizer's update of the incoming
+    gradient ``g``, the parameters move to ``w - a`` (an ascent step; with
+    ``adv_optimizer = chain(normalize(), sgd(ρ))`` that is ``w + ρ g / ‖g‖``, SAM's
+    perturbation). The last is the outer step, from the parameters ``w₀`` cached at the
+    period's start::
+
+        adversarial call:  update = -a(g)                 (params w → w - a(g))
+        outer call:        u = optimizer(g, at w₀);  update = w₀ - w + u   (params → w₀ + u)
+
+    so the outer optimizer sees the gradient taken at the perturbed point and moves the
+    unperturbed parameters. Its state advances on outer calls only; the adversarial state is
+    re-initialised after each outer call when ``reset_state``, else kept.
+
+    With ``opaque_mode=True`` every call does a whole period inside: ``k - 1`` adversarial
+    steps on a copy of the parameters, each new gradient from the keyword extra
+    ``grad_fn(params, i)`` (averaged over ``batch_axis_name`` with ``lax.pmean`` when given),
+    then the outer step at the given parameters; nothing adversarial is visible outside
+    (use it when the training loop has other side effects per call, e.g. batch statistics).
+
+    Args:
+      optimizer: the outer optimizer.
+      adv_optimizer: the adversarial optimizer (optax's example: ``chain(normalize(),
+        sgd(rho))``).
+      sync_period: ``k`` >= 1, calls per period (2: one adversarial, one outer).
+      reset_state: re-initialise the adversarial state after each outer step.
+      opaque_mode: run the whole period in each call (needs ``grad_fn``).
+      batch_axis_name: the mapped axis to average the adversarial gradients over (opaque
+        mode only).
+
+    Returns:
+      A transformation whose state is a :class:`SAMState`; its ``update`` needs ``params``
+      (and ``grad_fn`` in opaque mode).
+
+    References:
+      Foret, Kleiner, Mobahi & Neyshabur, "Sharpness-Aware Minimization for Efficiently
+      Improving Generalization", ICLR 2021, https://arxiv.org/abs/2010.01412.
+
+    >>> import gdopt, jax, jax.numpy as jnp
+    >>> loss = lambda p: 0.5 * jnp.sum(jnp.array([1.0, 4.0]) * p ** 2)
+    >>> adv = gdopt.chain(gdopt.contrib.normalize(), gdopt.sgd(0.1))
+    >>> opt = gdopt.contrib.sam(gdopt.sgd(0.1), adv, sync_period=2)
+    >>> p = jnp.array([3.0, 0.0])
+    >>> s = opt.init(p)
+    >>> u, s = opt.update(jax.grad(loss)(p), s, p)      # adversarial: ε = 0.1 g / ‖g‖
+    >>> p = gdopt.apply_updates(p, u)
+    >>> [round(float(v), 4) for v in p]
+    [3.1, 0.0]
+    >>> u, s = opt.update(jax.grad(loss)(p), s, p)      # outer: 3 - 0.1 ∇L(3.1, 0)
+    >>> [round(float(v), 4) for v in gdopt.apply_updates(p, u)]
+    [2.69, 0.0]
+    """
+
+    def init(params):
+        return SAMState(
+            steps_since_sync=jnp.zeros([], jnp.int32),
+            opt_state=optimizer.init(params),
+            adv_state=adv_optimizer.init(params),
+            cache=None if opaque_mode else tree_map(jnp.asarray, params),
+        )
+
+    def choose(flag, a, b):
+        return jax.tree.map(lambda x, y: num.where(flag, x, y).astype(jnp.result_type(y)), a, b)
+
+    def negate(tree):
+        return tree_map(jnp.negative, tree)
+
+    def transparent(updates, state, params=None, **extra):
+        need_params(params, "sam", "the outer step returns to the cached parameters")
+        extra.pop("grad_fn", None)
+        first = state.steps_since_sync == 0
+        last = state.steps_since_sync == sync_period - 1
+        adv_updates, adv_state = adv_optimizer.update(updates, state.adv_state, params, **extra)
+        adv_updates = negate(adv_updates)
+        outer, opt_state = optimizer.update(updates, state.opt_state, state.cache, **extra)
+        outer = tree_map(
+            lambda c, w, u: num.add(num.sub(c, w), u).astype(u.dtype), state.cache, params, outer
+        )
+        fresh = adv_optimizer.init(params) if reset_state else state.adv_state
+        new_state = SAMState(
+            steps_since_sync=jnp.remainder(safe_increment(state.steps_since_sync), sync_period),
+            opt_state=choose(last, opt_state, state.opt_state),
+            adv_state=choose(last, fresh, adv_state),
+            cache=choose(first, tree_map(jnp.asarray, params), state.cache),
+        )
+        return choose(last, outer, adv_updates), new_state
+
+    def opaque(updates, state, params=None, **extra):
+        need_params(params, "sam", "the adversarial steps start from them")
+        grad_fn = extra.pop("grad_fn", None)
+        if grad_fn is None:
+            raise ValueError(
+                "sam with opaque_mode=True needs the keyword extra grad_fn(params, i) -> the "
+                "gradient at params (i: the adversarial step): opt.update(grads, state, "
+                "params, grad_fn=jax.grad(lambda p, _: loss(p, batch)))."
+            )
+        adv_params, adv_updates, adv_state = params, updates, state.adv_state
+        for i in range(sync_period - 1):
+            step, adv_state = adv_optimizer.update(adv_updates, adv_state, adv_params, **extra)
+            adv_params = apply_updates(adv_params, negate(step))
+            adv_updates = grad_fn(adv_params, i)
+            if batch_axis_name is not None:
+                adv_updates = jax.lax.pmean(adv_updates, axis_name=batch_axis_name)
+        if reset_state:
+            adv_state = adv_optimizer.init(params)
+        out, opt_state = optimizer.update(adv_updates, state.opt_state, params, **extra)
+        return out, SAMState(jnp.zeros([], jnp.int32), opt_state, adv_state, None)
+
+    return GradientTransformation(init, opaque if opaque_mode else transparent)
 
 
 # ----------------------------------------------------------------------------- schedule-free

@@ -86,12 +86,9 @@ REASONS: dict[str, str] = {
     "ScaleBySimplifiedAdEMAMixState": _STATE,
     "mechanize": _LATER + " (Mechanic's wrapper)",
     "MechanicState": _STATE,
-    "normalize": _LATER + " (contrib's normalize)",
-    "NormalizeState": _STATE,
     "split_real_and_imaginary": "not implemented yet: gdopt's transforms take complex "
     "leaves directly",
     "SplitRealAndImaginaryState": _STATE,
-    "SAMState": "gdopt.sam keeps its own state class (SAMState's fields are not kept)",
     # states of transforms gdopt has, kept as EmptyState or another class
     "AdaptiveGradClipState": _STATELESS,
     "AddDecayedWeightsState": _STATELESS,

@@ -88,8 +88,8 @@ VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 _SAM_DIFFERS = (
     "gdopt.sam is Foret et al.'s rule as a wrapper (rho, adaptive for ASAM): the second "
-    "gradient comes from the value_fn extra of fit/make_step; optax.contrib.sam instead "
-    "alternates steps of an adversarial optimizer with the real ones (a different API)"
+    "gradient comes from the value_fn extra of fit/make_step; optax.contrib.sam's API (steps "
+    "of an adversarial optimizer alternating with the real ones) is gdopt.contrib.sam"
 )
 
 # (gdopt name, argument) -> why gdopt deliberately differs from optax there.

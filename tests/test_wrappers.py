@@ -333,3 +333,121 @@ def test_sam_lowers_sharpness_on_the_digits_mlp():
 def test_sam_validation(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- contrib.sam
+
+
+def _adversarial(lib, kind):
+    inner = lib.sgd(0.05) if kind == "sgd" else lib.adam(0.01)
+    return lib.chain(lib.contrib.normalize(), inner)
+
+
+@pytest.mark.parametrize("sync_period", [1, 2, 3])
+@pytest.mark.parametrize("reset_state", [True, False])
+@pytest.mark.parametrize("adv", ["sgd", "adam"])
+def test_contrib_sam_transparent_equals_optax(sync_period, reset_state, adv):
+    """optax.contrib.sam's API: adversarial calls, then an outer call from the cached params."""
+
+    def build(lib):
+        outer = lib.sgd(0.1, momentum=0.9)
+        return lib.contrib.sam(outer, _adversarial(lib, adv), sync_period, reset_state)
+
+    ours = run_trajectory(build(gdopt), PARAMS, GRADS[:30])
+    with oracle():
+        ref = run_trajectory(build(optax), PARAMS, GRADS[:30], apply=optax.apply_updates)
+    # an Adam adversary differs by the documented float32 1 - b2 (README, "Switching from optax")
+    tol = {"rtol": 1e-6, "atol": 1e-7} if adv == "sgd" else {"rtol": 1e-4, "atol": 1e-6}
+    assert_trajectories_close(ours, ref, **tol)
+    # the state has optax's layout
+    state = build(gdopt).init(PARAMS)
+    assert type(state).__name__ == "SAMState" and state._fields == optax.contrib.SAMState._fields
+
+
+def _quadratic_grad(p):
+    scale = {"dense": {"w": 2.0, "b": 0.5}, "layers": [1.0, 3.0], "scale": 1.5}
+    return jax.tree.map(lambda x, s: s * x, p, scale)
+
+
+@pytest.mark.parametrize("reset_state", [True, False])
+def test_contrib_sam_opaque_equals_optax_and_gdopt_sam(reset_state):
+    """Opaque mode runs a whole period per call with grad_fn; with sync_period=2 and the
+    normalized-SGD adversary it is gdopt.sam's one-call rule (up to sam's 1e-12 in the norm)."""
+    grad_fn = lambda p, i: _quadratic_grad(p)  # noqa: E731
+
+    def trajectory(lib, opt, apply):
+        p, s, out = PARAMS, opt.init(PARAMS), []
+        update = jax.jit(lambda g, s, p: opt.update(g, s, p, grad_fn=grad_fn))
+        for _ in range(20):
+            u, s = update(_quadratic_grad(p), s, p)
+            p = apply(p, u)
+            out.append(p)
+        return out
+
+    def build(lib):
+        adv = lib.chain(lib.contrib.normalize(), lib.sgd(0.05))
+        return lib.contrib.sam(lib.sgd(0.1), adv, 3, reset_state, opaque_mode=True)
+
+    ours = trajectory(gdopt, build(gdopt), gdopt.apply_updates)
+    with oracle():
+        ref = trajectory(optax, build(optax), optax.apply_updates)
+    assert_trajectories_close(ours, ref, rtol=1e-6, atol=1e-7)
+
+    # two calls per period of the transparent form = one call of the opaque form = gdopt.sam
+    def loss(p):  # its gradient is _quadratic_grad
+        pairs = zip(jax.tree.leaves(p), jax.tree.leaves(_quadratic_grad(p)), strict=True)
+        return 0.5 * sum(jnp.vdot(x, g) for x, g in pairs)
+
+    one_call = gdopt.sam(gdopt.sgd(0.1), rho=0.05)
+    adv = gdopt.chain(gdopt.contrib.normalize(), gdopt.sgd(0.05))
+    opaque = gdopt.contrib.sam(gdopt.sgd(0.1), adv, 2, opaque_mode=True)
+    p1 = p2 = PARAMS
+    s1, s2 = one_call.init(PARAMS), opaque.init(PARAMS)
+    for _ in range(5):
+        u1, s1 = one_call.update(jax.grad(loss)(p1), s1, p1, value_fn=loss)
+        u2, s2 = opaque.update(jax.grad(loss)(p2), s2, p2, grad_fn=lambda p, i: jax.grad(loss)(p))
+        p1, p2 = gdopt.apply_updates(p1, u1), gdopt.apply_updates(p2, u2)
+    assert_trajectories_close([p1], [p2], rtol=1e-5, atol=1e-6)
+
+
+def test_contrib_sam_trains_in_fit():
+    """The transparent form in fit: every other step is adversarial, the outer steps descend."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5])
+    loss = lambda p, b: jnp.mean((b[0] @ p - b[1]) ** 2)  # noqa: E731
+    adv = gdopt.chain(gdopt.contrib.normalize(), gdopt.sgd(0.01))
+    res = gdopt.fit(loss, jnp.zeros(3), gdopt.contrib.sam(gdopt.sgd(0.1), adv), (x, y), epochs=200)
+    assert res.history.train_loss[-1] < 1e-3 * res.history.train_loss[0]
+    assert gdopt.contrib.sam is gdopt.adversarial_sam and gdopt.sam is not gdopt.contrib.sam
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: gdopt.contrib.sam(gdopt.sgd(0.1), gdopt.sgd(0.1), sync_period=0),
+            ValueError,
+            "sync_period must be an integer >= 1",
+        ),
+        (
+            lambda: gdopt.contrib.sam(gdopt.sgd(0.1), gdopt.sgd),
+            TypeError,
+            "adv_optimizer",
+        ),
+        (
+            lambda: gdopt.contrib.sam(gdopt.sgd(0.1), gdopt.sgd(0.1), opaque_mode=True).update(
+                {"w": jnp.ones(2)},
+                gdopt.contrib.sam(gdopt.sgd(0.1), gdopt.sgd(0.1), opaque_mode=True).init(
+                    {"w": jnp.ones(2)}
+                ),
+                {"w": jnp.ones(2)},
+            ),
+            ValueError,
+            "needs the keyword extra grad_fn",
+        ),
+    ],
+    ids=["sync_period=0", "adv_optimizer not built", "opaque without grad_fn"],
+)
+def test_contrib_sam_validation(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

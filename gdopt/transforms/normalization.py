@@ -53,6 +53,7 @@ from gdopt._validation import (
 )
 from gdopt.base import (
     DecayValue,
+    EmptyState,
     GradientTransformation,
     NonNegativeValue,
     OptionalNonNegativeValue,
@@ -80,6 +81,8 @@ __all__ = [
     "ScaleByNovogradState",
     "MuonState",
     "normalize_by_update_norm",
+    "normalize",
+    "NormalizeState",
 ]
 
 
@@ -889,5 +892,33 @@ def normalize_by_update_norm(
         del params, extra
         factor = num.div(scale_factor, num.add(tree_l2_norm(updates), eps))
         return num.tree_map(lambda u: num.cast_like(num.mul(u, factor), u), updates), state
+
+    return GradientTransformation(init_empty_state, update)
+
+
+NormalizeState = EmptyState
+"""The state of :func:`normalize` (optax.contrib's name): empty."""
+
+
+@transform(packable=True)
+def normalize() -> GradientTransformation:
+    """Divide the updates by their global norm: ``u ← u / ‖u‖₂`` (optax.contrib's name).
+
+    The norm is over all leaves taken as one vector. A zero update gives ``0 / 0`` (NaN), as
+    in optax; :func:`normalize_by_update_norm` adds an ``eps`` instead. Its use is SAM's
+    adversarial step, ``chain(normalize(), sgd(rho))`` in :func:`gdopt.contrib.sam`.
+
+    Returns:
+      A stateless transformation.
+
+    >>> t = normalize()
+    >>> t.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, t.init(None))[0]["b"].tolist()
+    [0.800000011920929]
+    """
+
+    def update(updates, state, params=None, **extra):
+        del params, extra
+        total = tree_l2_norm(updates)
+        return num.tree_map(lambda u: num.div(u, total).astype(u.dtype), updates), state
 
     return GradientTransformation(init_empty_state, update)
