@@ -28,7 +28,21 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def pytest_sessionfinish(session):
+def pytest_collection_finish(session):
+    # the multi-device checks of tests/test_sharding.py start now, in the background, when a
+    # selected test needs them (tests/sharding_workers/background.py)
+    from tests.sharding_workers import background
+
+    if not session.config.option.collectonly and any(
+        background.FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items
+    ):
+        background.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
     from tests.helpers import write_bad_input_counts
+    from tests.sharding_workers import background
 
     write_bad_input_counts()
+    cut = exitstatus == 2 or bool(session.shouldstop or session.shouldfail)  # 2: interrupted
+    background.finish(interrupted=cut)

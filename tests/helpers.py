@@ -218,6 +218,53 @@ def write_bad_input_counts() -> None:
                     f.write(f"{name} {len(seen)}\n")
 
 
+def warning_filters() -> list[str]:
+    """The suite's warning filters: ``filterwarnings`` of ``[tool.pytest.ini_options]`` in
+    ``pyproject.toml``, in order (``"error"`` first, then the documented third-party ignores;
+    a later entry takes precedence, as in pytest).
+
+    >>> warning_filters()[0]
+    'error'
+    """
+    import tomllib
+    from pathlib import Path
+
+    with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["tool"]["pytest"]["ini_options"]["filterwarnings"])
+
+
+def pythonwarnings() -> str:
+    """:func:`warning_filters` as a ``PYTHONWARNINGS`` value, for the subprocesses tests start
+    (every warning there an error too, but the same third-party ones ignored).
+
+    ``PYTHONWARNINGS`` matches a message by its start and a module by its whole name, both
+    literally, where pytest reads them as regular expressions (a module name by its start):
+    an ignore entry must therefore be literal text (dots and spaces allowed), which this
+    checks, and name a whole module.
+
+    >>> pythonwarnings().split(",")[0]
+    'error'
+    """
+    entries = warning_filters()
+    for entry in entries:
+        fields = [*entry.split(":"), "", "", ""]
+        special = set("\\^$*+?{}[]|(),") & set(fields[1] + fields[3])  # message, module
+        if special:
+            raise ValueError(f"filterwarnings entry {entry!r} is not literal text: {special}")
+    return ",".join(entries)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess a test starts: this one's, on the CPU, with the suite's
+    warning filters (:func:`pythonwarnings`), so a warning there fails the test as one here
+    would, plus ``extra``.
+
+    >>> subprocess_env(XLA_FLAGS="")["JAX_PLATFORMS"]
+    'cpu'
+    """
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": pythonwarnings(), **extra}
+
+
 def lsq_problem(n: int = 128, d: int = 4, seed: int = 0) -> tuple[jax.Array, jax.Array]:
     """A noisy least-squares problem ``(x, y)``: ``y = x @ (1, ..., d) - 0.5 + noise``."""
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))

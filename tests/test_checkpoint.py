@@ -7,7 +7,6 @@ points while saving (the latest complete checkpoint always restores)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ import pytest
 import gdopt
 from gdopt import checkpoint
 from gdopt.checkpoint import CheckpointError
-from tests.helpers import bad_inputs
+from tests.helpers import bad_inputs, subprocess_env
 
 pytest.importorskip("orbax.checkpoint")
 
@@ -256,7 +255,7 @@ _KILLER = textwrap.dedent(
 
 def test_sigkill_during_saves_leaves_the_latest_checkpoint_restorable(tmp_path):
     trials = 20
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    env = subprocess_env()  # the suite's warning filters: a warning fails the test
     out = subprocess.run(
         [sys.executable, "-c", _KILLER, str(tmp_path), str(trials)],
         capture_output=True,

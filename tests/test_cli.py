@@ -14,6 +14,7 @@ import pytest
 
 from gdopt.cli import COMPARE_METHODS, main, optimizer_choices
 from gdopt.problems import PROBLEM_NAMES
+from tests.helpers import subprocess_env
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
@@ -140,7 +141,7 @@ def test_bench_runs_named_module(tmp_path, monkeypatch, capsys):
 
 
 def test_python_m_gdopt_help():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = subprocess_env()  # the suite's warning filters: a warning fails the test
     proc = subprocess.run(
         [sys.executable, "-m", "gdopt", "--help"],
         capture_output=True,
@@ -284,7 +285,7 @@ def test_compare_checks_out_before_any_training(kind, tmp_path, capsys, monkeypa
 def test_ctrl_c_during_train_exits_130_with_one_line():
     import time
 
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    env = subprocess_env()  # the suite's warning filters: a warning fails the test
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -314,7 +315,9 @@ def test_ctrl_c_during_train_exits_130_with_one_line():
         proc.send_signal(2)  # SIGINT, as Ctrl-C sends it
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        if proc.poll() is None:  # the test failed before it ended: no ResourceWarning
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]

@@ -14,6 +14,8 @@ The build itself (mkdocs, mkdocstrings, mkdocs-jupyter: the ``docs`` extra) is n
 from __future__ import annotations
 
 import doctest
+import importlib
+import pkgutil
 import re
 import sys
 import types
@@ -50,12 +52,22 @@ def test_every_public_name_of_gdopt_is_rendered_on_an_api_page():
     missing = []
     for name in sorted(n for n in dir(gdopt) if not n.startswith("_")):
         obj = getattr(gdopt, name)
-        if isinstance(obj, types.ModuleType):
-            path = obj.__name__
-            if not any(d == path or d.startswith(path + ".") for d in directives):
-                missing.append(f"module {path}")
-        elif id(obj) not in by_id:
+        if not isinstance(obj, types.ModuleType) and id(obj) not in by_id:
             missing.append(f"gdopt.{name}")
+    # every public module, whether or not something imported it yet (dir(gdopt) lists a
+    # submodule only once imported); a package of data files only (gdopt.datasets) has no page
+    for info in pkgutil.walk_packages(gdopt.__path__, "gdopt."):
+        if any(part.startswith("_") for part in info.name.split(".")):
+            continue
+        module = importlib.import_module(info.name)
+        public = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and not isinstance(v, types.ModuleType) and n != "annotations"
+        ]
+        covered = any(d == info.name or d.startswith(info.name + ".") for d in directives)
+        if public and not covered:
+            missing.append(f"module {info.name}")
     assert not missing, (
         "public names that no docs/api/*.md page renders (add the module or the name as a "
         f"'::: identifier' directive): {missing}"

@@ -1,23 +1,15 @@
 """gdopt.sharding: meshes, placements, state that follows the parameters, fit on a mesh.
 
-The suite runs on one CPU device. Everything that needs several devices runs in a
-subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the workers in
-``tests/sharding_workers/``), under a bounded timeout; each worker section runs once per
-session (shared between xdist workers through a file lock) and the tests assert on the
-numbers it prints. The test of several processes starts 2 processes of 4 CPU devices each,
-joined by ``jax.distributed.initialize`` over 127.0.0.1, and compares them with 1 process of
-8 devices.
+The suite runs on one CPU device. Everything that needs several devices runs in
+subprocesses (the workers in ``tests/sharding_workers/``), under a bounded timeout: one
+process with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` computes every check's
+numbers, and the test of several processes starts 2 processes of 4 CPU devices each, joined by
+``jax.distributed.initialize`` over 127.0.0.1, to compare them with 1 process of 8 devices.
+Both start in the background when the tests are collected (``background.py``) and run once
+per session, whichever xdist worker asks; the tests assert on the JSON they print.
 """
 
 from __future__ import annotations
-
-import fcntl
-import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,61 +20,30 @@ from jax.sharding import PartitionSpec as P
 
 import gdopt
 from gdopt import sharding
-
-ROOT = Path(__file__).resolve().parent.parent
-WORKERS = "tests.sharding_workers"
-TIMEOUT = 240  # seconds for one worker section (2 shared cores; they take 10-60 s)
-
-
-def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _run(module: str, *args: str, devices: int = 8, timeout: int = TIMEOUT) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", f"{WORKERS}.{module}", *args],
-        cwd=ROOT,
-        env=_env(devices),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"{module} {args} failed:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from tests.sharding_workers import background
 
 
 @pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory) -> Path:
-    """A directory every xdist worker of this session sees (the parent of their temps)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def _section(shared_dir: Path, name: str) -> dict:
-    """The worker section's JSON, computed once per session whichever worker asks first."""
-    out, lock = shared_dir / f"sharding-{name}.json", shared_dir / f"sharding-{name}.lock"
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            if not out.exists():
-                out.write_text(json.dumps(_run("devices8", name)))
-            return json.loads(out.read_text())
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def devices8_report() -> dict:
+    """Both sections of the 8-device worker (``devices8 all``), run in the background."""
+    (report,) = background.result("devices8")
+    return report
 
 
 @pytest.fixture(scope="session")
-def registry_report(shared_dir) -> dict:
-    return _section(shared_dir, "registry")
+def registry_report(devices8_report) -> dict:
+    return devices8_report["registry"]
 
 
 @pytest.fixture(scope="session")
-def training_report(shared_dir) -> dict:
-    return _section(shared_dir, "training")
+def training_report(devices8_report) -> dict:
+    return devices8_report["training"]
+
+
+@pytest.fixture(scope="session")
+def processes_report() -> list[dict]:
+    """What each of the 2 processes of 4 devices printed (run in the background)."""
+    return background.result("processes")
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +128,15 @@ def test_data_parallel_fit_equals_single_device_training(fit_report):
     assert fit_report["dp_param_spec"] == "rep"  # parameters replicated by default
     assert fit_report["dp_state_spec"] == "rep"  # and their state with them
     assert fit_report["repeat_compile_time"] == 0.0  # the wrapped loss/optimizer are cached
+
+
+def test_a_checkpointed_run_resumes_on_the_mesh_exactly(fit_report):
+    """Saved at epoch 4 on 8 devices and resumed to 6: the uninterrupted run's parameters,
+    the state placed as before (replicated, or split with shard_opt_state)."""
+    assert fit_report["resume_diff"] < 1e-5 and fit_report["resume_epochs"] == 6
+    assert fit_report["resume_state_spec"] == "rep"
+    assert fit_report["resume_zero_diff"] < 1e-5 and fit_report["resume_zero_epochs"] == 6
+    assert fit_report["resume_zero_state_spec"] == "('data',)"
 
 
 def test_a_deterministic_objective_on_a_mesh_with_sharded_state(fit_report):
@@ -403,38 +373,13 @@ def test_fit_on_a_one_device_mesh_equals_fit_without_one():
 # ----------------------------------------------------------------------------- 2 processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_of_four_devices_equal_one_process_of_eight(training_report):
+def test_two_processes_of_four_devices_equal_one_process_of_eight(
+    training_report, processes_report
+):
     one = training_report["one_process"]  # the same fit, 1 process of 8 devices
     assert one["processes"] == 1 and one["devices"] == 8
-    port = str(_free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", f"{WORKERS}.processes", str(i), "2", port],
-            cwd=ROOT,
-            env=_env(4),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=150)
-            assert p.returncode == 0, stderr[-4000:]
-            outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    outs = processes_report  # both exited 0 (background.result asserts it)
+    assert len(outs) == 2
     for out in outs:
         assert out["processes"] == 2 and out["devices"] == 8 and out["local_devices"] == 4
         assert out["epochs_run"] == one["epochs_run"] == 12

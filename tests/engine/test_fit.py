@@ -9,7 +9,6 @@ optimizer structures or dtype promotion modes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from gdopt import _compile, checkpoint, losses, models
 from gdopt import data as gdata
 from gdopt.batching import epoch_batches
 from gdopt.engine import FitResult, History, make_step
-from tests.helpers import bad_inputs, counting_compiles
+from tests.helpers import bad_inputs, counting_compiles, subprocess_env
 from tests.helpers import lsq_loss as _lsq_loss
 from tests.helpers import lsq_params as _lsq_params
 from tests.helpers import lsq_problem as _lsq_problem
@@ -520,7 +519,7 @@ print(res.stop_reason, flush=True)  # the test times the SIGINT to this line
 
 
 def _script(*args, **popen):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    env = subprocess_env()  # the suite's warning filters: a warning fails the test
     return subprocess.Popen(
         [sys.executable, "-c", _TRAIN_SCRIPT, *map(str, args)], env=env, text=True, **popen
     )
@@ -539,7 +538,7 @@ def test_a_run_killed_mid_way_resumes_bit_identically(tmp_path):
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # reaps it and closes its pipes (no ResourceWarning)
     killed_at = checkpoint.latest_step(d)
     assert killed_at is not None and 2 <= killed_at < epochs
     out = subprocess.run(
@@ -547,7 +546,7 @@ def test_a_run_killed_mid_way_resumes_bit_identically(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"},
+        env=subprocess_env(),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == f"completed {epochs} epochs"

@@ -7,7 +7,8 @@ Sections: ``registry`` (every optimizer's state follows its parameters), ``fit``
 parallel, sharded state, 2-D mesh, make_step), ``bad`` (errors needing several devices),
 ``runs`` (a sweep's runs split over devices, and ``gdopt.sweep(mesh=...)``) and
 ``training`` (the last three and the one-process reference of the multi-process test, in
-one process).
+one process) and ``all`` (``registry`` and ``training``: what the tests run, started by
+``tests/sharding_workers/background.py``).
 """
 
 from __future__ import annotations
@@ -182,6 +183,19 @@ def fit() -> dict:
     fb_ref = gdopt.fit(loss, params, opt, data, epochs=3)
     fb = gdopt.fit(loss, params, opt, data, epochs=3, mesh="auto")
     out["fullbatch_diff"] = _maxdiff(fb.params, fb_ref.params)
+
+    # checkpoints on a mesh: 4 epochs, then resumed to 6, equal the uninterrupted run
+    import tempfile
+
+    for zero_state in (False, True):
+        with tempfile.TemporaryDirectory() as d:
+            ck = dict(kw, checkpoint_dir=d, checkpoint_every=2, shard_opt_state=zero_state)
+            gdopt.fit(loss, params, opt, data, mesh="auto", **{**ck, "epochs": 4})
+            back = gdopt.fit(loss, params, opt, data, mesh="auto", resume=True, **ck)
+        name = "resume_zero" if zero_state else "resume"
+        out[f"{name}_diff"] = _maxdiff(back.params, ref.params)
+        out[f"{name}_state_spec"] = spec(back.opt_state[0].mu["w"])
+        out[f"{name}_epochs"] = back.epochs_run
 
     # ZeRO-1: sharded state, same numbers, 1/8 of the memory
     zero = gdopt.fit(loss, params, opt, data, mesh="auto", shard_opt_state=True, **kw)
@@ -362,7 +376,24 @@ def training() -> dict:
     return {"fit": fit(), "bad": bad(), "runs": runs(), "one_process": processes.run()}
 
 
+def all_sections() -> dict:
+    """``registry`` and ``training`` in one process (one start of JAX and of the 8 devices).
+
+    (A persistent compilation cache of its own was tried: the registry's inits without a mesh
+    context hit the programs compiled under ``jax.set_mesh``, but writing every program cost
+    as much; 53-55 s of CPU either way.)
+    """
+    return {"registry": registry(), "training": training()}
+
+
 if __name__ == "__main__":
     section = sys.argv[1]
-    sections = {"registry": registry, "fit": fit, "bad": bad, "runs": runs, "training": training}
+    sections = {
+        "registry": registry,
+        "fit": fit,
+        "bad": bad,
+        "runs": runs,
+        "training": training,
+        "all": all_sections,
+    }
     print(json.dumps(sections[section]()))
