@@ -117,8 +117,8 @@ MUTATIONS = [
     (
         "named optimizer keys hold the hyperparameter values",
         "gdopt/hyperparams.py",
-        "            return None if k is None else (k, tuple(sorted(constants)))\n\n        return _hyperparams_transformation(\n            body, constants, schedules, spec.constraints, inject=False",
-        "            return None if k is None else (k, tuple(sorted(constants.items())))\n\n        return _hyperparams_transformation(\n            body, constants, schedules, spec.constraints, inject=False",
+        "            return None if k is None else (k, tuple(sorted(constants)))\n\n        return _hyperparams_transformation(\n            body,\n            constants,\n            schedules,\n            spec.constraints,\n            inject=False,",
+        "            return None if k is None else (k, tuple(sorted(constants.items())))\n\n        return _hyperparams_transformation(\n            body,\n            constants,\n            schedules,\n            spec.constraints,\n            inject=False,",
         "tests/test_traits.py",
     ),
     (
@@ -204,6 +204,27 @@ MUTATIONS = [
         "@transform(packable=False)\ndef scale_by_trust_ratio(",
         "@transform(packable=True)\ndef scale_by_trust_ratio(",
         "tests/test_optimizers.py -k packab",
+    ),
+    (
+        "a rebuild from the state's values checks them (a warm-up from 0 refused)",
+        "gdopt/_validation.py",
+        "        checking = not _REBUILDING.get()",
+        "        checking = True",
+        "tests/test_hyperparams.py -k reaching_zero",
+    ),
+    (
+        "contrib.sam's adversarial step descends instead of ascending",
+        "gdopt/wrappers.py",
+        "        adv_updates = negate(adv_updates)",
+        "        adv_updates = adv_updates",
+        "tests/test_wrappers.py -k contrib_sam_transparent",
+    ),
+    (
+        "fit restores a checkpoint's PRNG key committed to one device",
+        "gdopt/engine/fit.py",
+        '        stored = _checks.like_key(np.asarray(tree["key"]), key)',
+        '        stored = _checks.like_key(tree["key"], key)',
+        "tests/test_sharding.py -k resumes_on_the_mesh",
     ),
 ]
 

@@ -473,6 +473,31 @@ def test_inject_hyperparams_over_a_user_factory_equals_optax():
     assert sorted(s.hyperparams) == ["learning_rate", "momentum"]
 
 
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_inject_takes_schedules_reaching_zero_and_for_any_numeric_argument(jit):
+    """optax's getting-started cases: a warm-up from a learning rate of 0 (a schedule's values
+    are not checked as constants, neither at step 0 nor when an eager step rebuilds the
+    transformation), and a schedule for clip_by_global_norm's max_norm, whose factory itself
+    takes no schedule; both as optax's."""
+
+    def build(lib):
+        warm = lib.warmup_cosine_decay_schedule(0.0, 0.1, 5, 20, end_value=0.0)
+        clip = lib.inject_hyperparams(lib.clip_by_global_norm)(
+            max_norm=lib.linear_schedule(1.0, 0.0, transition_steps=10)
+        )
+        return lib.chain(clip, lib.inject_hyperparams(lib.adamw)(learning_rate=warm))
+
+    ours = run_trajectory(build(gdopt), PARAMS, GRADS, jit=jit)
+    with oracle():
+        ref = run_trajectory(build(optax), PARAMS, GRADS, apply=optax.apply_updates, jit=jit)
+    assert_trajectories_close(ours, ref, rtol=1e-6, atol=1e-7)
+    # a constant is still checked
+    with pytest.raises(ValueError, match="learning_rate must be a finite number in"):
+        gdopt.inject_hyperparams(gdopt.adamw)(learning_rate=-0.1)
+    with pytest.raises(TypeError, match="max_norm must be"):
+        gdopt.inject_hyperparams(gdopt.clip_by_global_norm)(max_norm="1")
+
+
 def clipped_sgd(learning_rate, momentum=0.5):
     """A user factory that builds a named optimizer inside."""
     return gdopt.chain(gdopt.clip(1.0), gdopt.sgd(learning_rate, momentum=momentum))
