@@ -317,12 +317,8 @@ def restore(directory: str | os.PathLike, like: Any, step: int | None = None) ->
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         _compare(meta, like)
         treedef, _ = _describe_abstract(like)
-        # each leaf lands where ``like``'s leaf lives (its sharding, on a mesh), not on the
-        # default device
         abstract = {
-            f"{i:06d}": jax.ShapeDtypeStruct(
-                np.shape(x), x.dtype, sharding=x.sharding if isinstance(x, jax.Array) else None
-            )
+            f"{i:06d}": jax.ShapeDtypeStruct(np.shape(x), x.dtype)
             for i, x in enumerate(jax.tree.leaves(like))
         }
         leaves = manager.restore(

@@ -375,7 +375,7 @@ def test_contrib_sam_opaque_equals_optax_and_gdopt_sam(reset_state):
     normalized-SGD adversary it is gdopt.sam's one-call rule (up to sam's 1e-12 in the norm)."""
     grad_fn = lambda p, i: _quadratic_grad(p)  # noqa: E731
 
-    def trajectory(lib, opt, apply):
+    def trajectory(opt, apply):
         p, s, out = PARAMS, opt.init(PARAMS), []
         update = jax.jit(lambda g, s, p: opt.update(g, s, p, grad_fn=grad_fn))
         for _ in range(20):
@@ -388,9 +388,9 @@ def test_contrib_sam_opaque_equals_optax_and_gdopt_sam(reset_state):
         adv = lib.chain(lib.contrib.normalize(), lib.sgd(0.05))
         return lib.contrib.sam(lib.sgd(0.1), adv, 3, reset_state, opaque_mode=True)
 
-    ours = trajectory(gdopt, build(gdopt), gdopt.apply_updates)
+    ours = trajectory(build(gdopt), gdopt.apply_updates)
     with oracle():
-        ref = trajectory(optax, build(optax), optax.apply_updates)
+        ref = trajectory(build(optax), optax.apply_updates)
     assert_trajectories_close(ours, ref, rtol=1e-6, atol=1e-7)
 
     # two calls per period of the transparent form = one call of the opaque form = gdopt.sam

@@ -1,6 +1,6 @@
 """Framework models passed whole to the engine: Equinox modules and Flax NNX models.
 
-:func:`gdopt.fit` (and :func:`gdopt.make_step`) train a pytree of arrays. A model of a
+:func:`gdopt.fit` trains a pytree of arrays (:func:`gdopt.make_step` takes one only). A model of a
 framework holds more than its trainable arrays: an Equinox module holds its activation
 functions and other non-array fields, a Flax NNX model is a mutable object graph. This
 module splits such a model into the arrays the engine trains and the rest, wraps the user's

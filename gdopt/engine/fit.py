@@ -242,9 +242,8 @@ def _checkpoint_tree(
 def _checkpoint_like(
     params: Any, opt_state: Any, key: jax.Array, epochs: int, shapes: _Shapes
 ) -> dict[str, Any]:
-    def shaped(x: Any) -> jax.ShapeDtypeStruct:  # restored where x lives (its mesh sharding)
-        where = x.sharding if isinstance(x, jax.Array) else None
-        return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=where)
+    def shaped(x: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
 
     state = jax.tree.map(shaped, init_fit_state(params, opt_state))
     blank = shapes.blank(epochs)
